@@ -1,1 +1,109 @@
-fn main() {}
+//! The `samlgate` command: `serve`, `check`, `metadata`, `demo`. The only user of anyhow.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use samlgate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "samlgate",
+    version,
+    about = "SAML 2.0 SSO gateway with just-in-time SCIM provisioning"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (default: $SAMLGATE_CONFIG, then config/samlgate.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Load and validate the whole config; print `config ok` or every problem.
+    Check {
+        /// Config file (default: $SAMLGATE_CONFIG, then config/samlgate.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(Config::resolve_path(config)),
+        Command::Serve { config } => serve(Config::resolve_path(config)),
+    }
+}
+
+fn load_or_report(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|err| {
+        eprintln!("config {} is invalid:", path.display());
+        for p in &err.problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    let config = match load_or_report(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let problems = samlgate::app::validate(&config);
+    if problems.is_empty() {
+        println!("config ok");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("config {} is invalid:", path.display());
+        for p in &problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(2)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let config = match load_or_report(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    samlgate::telemetry::init_logging(&config.log);
+    let problems = samlgate::app::validate(&config);
+    if !problems.is_empty() {
+        for p in &problems {
+            tracing::error!(problem = %p, "invalid configuration");
+        }
+        return ExitCode::from(2);
+    }
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let running =
+                samlgate::server::start(config, samlgate::server::shutdown_signal()).await?;
+            tracing::info!(listen = %running.addr, admin = %running.admin_addr, "samlgate serving");
+            running.wait().await;
+            tracing::info!("samlgate stopped");
+            Ok::<_, anyhow::Error>(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "samlgate failed");
+            eprintln!("samlgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

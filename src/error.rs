@@ -1,0 +1,148 @@
+//! Error: every way a request can fail on the request path, and the one `match` that turns it
+//! into a status and a page. The client sees a reason and a correlation id, never a cause.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::access::Denied;
+use crate::body::{Body, full};
+use crate::pages;
+use crate::proxy::ProxyError;
+
+/// A request-path failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No (valid) session; `login_url` is where an API client should send its user.
+    #[error("not signed in")]
+    Unauthenticated {
+        /// `/saml/login?return_to=…`
+        login_url: String,
+    },
+    /// Signed in, but an access rule refuses.
+    #[error("access denied: {0}")]
+    Denied(#[from] Denied),
+    /// A login that must not produce a session; `reason` is shown, `detail` only logged.
+    #[error("login refused: {detail}")]
+    LoginRefused {
+        /// What the user reads.
+        reason: String,
+        /// What the log line carries (precise, never a secret or the raw assertion).
+        detail: String,
+    },
+    /// A dependency (session store, admin API, IdP metadata) is down; retry later.
+    #[error("{what} unavailable: {detail}")]
+    Unavailable {
+        /// What is down, as the user reads it.
+        what: &'static str,
+        /// Logged cause.
+        detail: String,
+    },
+    /// The dashboard could not be reached or did not answer in time.
+    #[error(transparent)]
+    Upstream(#[from] ProxyError),
+    /// Malformed request.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A body over its cap.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// Wrong method on one of our endpoints.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// One of our endpoints that is not configured (e.g. JWKS without `[headers.jwt]`).
+    #[error("not found")]
+    NotFound,
+}
+
+impl Error {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Error::Denied(_) | Error::LoginRefused { .. } => StatusCode::FORBIDDEN,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Upstream(ProxyError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Upstream(ProxyError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The response the client sees.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        match self {
+            Error::Unauthenticated { login_url } => {
+                let body = serde_json::json!({
+                    "error": "unauthenticated",
+                    "message": "sign in first",
+                    "login_url": login_url,
+                    "request_id": request_id,
+                });
+                let mut resp = Response::new(full(body.to_string()));
+                *resp.status_mut() = status;
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("SAML realm=\"samlgate\""),
+                );
+                if let Ok(v) = HeaderValue::from_str(&login_url) {
+                    h.insert("x-auth-request-redirect", v);
+                }
+                resp
+            }
+            Error::Denied(d) => pages::page(
+                status,
+                "Access denied",
+                &format!("You are signed in, but {d}."),
+                request_id,
+            ),
+            Error::LoginRefused { reason, .. } => {
+                pages::page(status, "Sign-in refused", &reason, request_id)
+            }
+            Error::Unavailable { what, .. } => pages::page(
+                status,
+                "Temporarily unavailable",
+                &format!("The {what} is not answering right now. Please try again in a minute."),
+                request_id,
+            ),
+            Error::Upstream(ProxyError::Timeout) => pages::page(
+                status,
+                "Gateway timeout",
+                "The dashboard did not answer in time.",
+                request_id,
+            ),
+            Error::Upstream(ProxyError::Unreachable(_)) => pages::page(
+                status,
+                "Bad gateway",
+                "The dashboard cannot be reached right now.",
+                request_id,
+            ),
+            Error::BadRequest(why) => pages::page(status, "Bad request", why, request_id),
+            Error::PayloadTooLarge => pages::page(
+                status,
+                "Request too large",
+                "The request body is too large.",
+                request_id,
+            ),
+            Error::MethodNotAllowed => pages::page(
+                status,
+                "Method not allowed",
+                "This endpoint does not take that method.",
+                request_id,
+            ),
+            Error::NotFound => pages::page(
+                status,
+                "Not found",
+                "Nothing is configured here.",
+                request_id,
+            ),
+        }
+    }
+}

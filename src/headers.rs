@@ -1,0 +1,349 @@
+//! Identity headers: removes every identity header a client sent (any case, `_` for `-`,
+//! duplicates) and sets ours from the session, with names compiled from config once.
+//!
+//! Value encoding (documented in the README): values are UTF-8; every byte outside printable
+//! ASCII (0x20–0x7E) and `%` itself is percent-encoded (RFC 3986 §2.1), so non-ASCII names
+//! arrive intact instead of being dropped. In the groups header, groups are joined with `,`
+//! and a `,` inside a group name is encoded as `%2C`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::config::HeadersConfig;
+use crate::identity::Identity;
+
+/// Bytes encoded in every identity header value.
+const VALUE_SET: &AsciiSet = &CONTROLS.add(b'%');
+/// Bytes encoded in one group name inside the groups header.
+const GROUP_SET: &AsciiSet = &VALUE_SET.add(b',');
+
+/// Client-sent headers that are always removed, whatever the config names (oauth2-proxy's and
+/// nginx auth_request's conventions), compared after lower-casing and `_` → `-`.
+const ALWAYS_STRIPPED: [&str; 9] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-name",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-workspace",
+    "x-forwarded-permission-set",
+    "x-forwarded-access-token",
+    "remote-user",
+];
+/// Prefixes of client-sent headers that are always removed.
+const STRIPPED_PREFIXES: [&str; 2] = ["x-auth-request-", "x-webauth-"];
+
+/// The compiled identity-header rules.
+#[derive(Clone)]
+pub struct IdentityHeaders {
+    user: HeaderName,
+    email: HeaderName,
+    name: HeaderName,
+    groups: HeaderName,
+    workspace: HeaderName,
+    permission_set: HeaderName,
+    /// Every configured name (and the JWT header), lower-case.
+    configured: Arc<[String]>,
+    max_groups_bytes: usize,
+    group_filter: Option<regex::Regex>,
+    warned: moka::sync::Cache<String, ()>,
+}
+
+/// Why the header rules could not be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("headers.group_filter: {0}")]
+pub struct FilterError(String);
+
+impl IdentityHeaders {
+    /// Compiles names and the group filter once.
+    pub fn new(cfg: &HeadersConfig) -> Result<Self, FilterError> {
+        let mut configured: Vec<String> = [
+            &cfg.user,
+            &cfg.email,
+            &cfg.name,
+            &cfg.groups,
+            &cfg.workspace,
+            &cfg.permission_set,
+        ]
+        .iter()
+        .map(|h| h.as_str().replace('_', "-"))
+        .collect();
+        if let Some(jwt) = &cfg.jwt {
+            configured.push(jwt.header.as_str().replace('_', "-"));
+        }
+        let group_filter = cfg
+            .group_filter
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| FilterError(e.to_string()))?;
+        Ok(Self {
+            user: cfg.user.clone(),
+            email: cfg.email.clone(),
+            name: cfg.name.clone(),
+            groups: cfg.groups.clone(),
+            workspace: cfg.workspace.clone(),
+            permission_set: cfg.permission_set.clone(),
+            configured: configured.into(),
+            max_groups_bytes: cfg.max_groups_bytes,
+            group_filter,
+            warned: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        })
+    }
+
+    /// Removes every identity header a client could have planted.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.is_identity_header(name.as_str()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+
+    fn is_identity_header(&self, name: &str) -> bool {
+        // Header names from hyper are already lower-case; `_` is folded to `-` for comparison.
+        let b = name.as_bytes();
+        if !(b.first() == Some(&b'x')
+            || b.first() == Some(&b'r')
+            || self.configured.iter().any(|c| c.len() == b.len()))
+        {
+            return false;
+        }
+        let eq = |target: &str| {
+            target.len() == b.len()
+                && target.bytes().zip(b).all(|(t, &c)| {
+                    t == if c == b'_' {
+                        b'-'
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+        };
+        let starts = |prefix: &str| {
+            b.len() >= prefix.len()
+                && prefix.bytes().zip(b).all(|(t, &c)| {
+                    t == if c == b'_' {
+                        b'-'
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+        };
+        ALWAYS_STRIPPED.iter().any(|t| eq(t))
+            || STRIPPED_PREFIXES.iter().any(|p| starts(p))
+            || self.configured.iter().any(|t| eq(t))
+    }
+
+    /// Sets the identity headers from a session's identity (after `strip`).
+    pub fn inject(&self, headers: &mut HeaderMap, identity: &Identity) {
+        for (name, value) in self.values(identity) {
+            headers.insert(name.clone(), value);
+        }
+    }
+
+    /// The (name, value) pairs for an identity: user, email, name, groups (absent when none),
+    /// workspace, permission set.
+    pub fn values<'a>(&'a self, identity: &Identity) -> Vec<(&'a HeaderName, HeaderValue)> {
+        let mut out = Vec::with_capacity(6);
+        out.push((&self.user, encode(identity.upstream_user())));
+        if let Some(email) = &identity.email {
+            out.push((&self.email, encode(email)));
+        }
+        if let Some(name) = identity.display_name() {
+            out.push((&self.name, encode(&name)));
+        }
+        if let Some(groups) = self.groups_value(identity) {
+            out.push((&self.groups, groups));
+        }
+        if let Some(ws) = &identity.workspace {
+            out.push((&self.workspace, encode(ws)));
+        }
+        if let Some(ps) = &identity.permission_set {
+            out.push((&self.permission_set, encode(ps)));
+        }
+        out
+    }
+
+    /// The groups header value within the byte budget: over budget, only groups matching
+    /// `group_filter` are kept; still over, the list is cut at a group boundary. Warned once per user.
+    pub fn groups_value(&self, identity: &Identity) -> Option<HeaderValue> {
+        if identity.groups.is_empty() {
+            return None;
+        }
+        let joined = join_groups(identity.groups.iter().map(String::as_str));
+        if joined.len() <= self.max_groups_bytes {
+            return HeaderValue::from_str(&joined).ok();
+        }
+        let filtered: Vec<&str> = match &self.group_filter {
+            Some(re) => identity
+                .groups
+                .iter()
+                .map(String::as_str)
+                .filter(|g| re.is_match(g))
+                .collect(),
+            None => identity.groups.iter().map(String::as_str).collect(),
+        };
+        let mut out = String::new();
+        for g in filtered {
+            let enc = utf8_percent_encode(g, GROUP_SET).to_string();
+            let extra = enc.len() + usize::from(!out.is_empty());
+            if out.len() + extra > self.max_groups_bytes {
+                break;
+            }
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&enc);
+        }
+        if self.warned.get(&identity.subject).is_none() {
+            self.warned.insert(identity.subject.clone(), ());
+            tracing::warn!(user = %identity.subject, groups = identity.groups.len(), budget = self.max_groups_bytes,
+                "groups header over its byte budget: filtered/cut (set headers.group_filter or headers.max_groups_bytes)");
+        }
+        if out.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&out).ok()
+        }
+    }
+}
+
+/// Joins groups with `,`, encoding each one.
+pub fn join_groups<'a>(groups: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for g in groups {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.extend(utf8_percent_encode(g, GROUP_SET));
+    }
+    out
+}
+
+/// Encodes one identity value as a header value (percent-encoding non-printable-ASCII bytes).
+pub fn encode(value: &str) -> HeaderValue {
+    let needs = value
+        .bytes()
+        .any(|b| !(0x20..0x7f).contains(&b) || b == b'%');
+    if !needs && let Ok(v) = HeaderValue::from_str(value) {
+        return v;
+    }
+    HeaderValue::from_str(&utf8_percent_encode(value, VALUE_SET).to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Removes our own cookies (session and login binding) from the `Cookie` header(s) sent
+/// upstream: the dashboard never sees the session id.
+pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let all: Vec<HeaderValue> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    let mut kept: Vec<String> = Vec::new();
+    let mut changed = false;
+    for v in &all {
+        let Ok(s) = v.to_str() else {
+            changed = true;
+            continue;
+        };
+        for pair in s.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split('=').next().unwrap_or("").trim();
+            if names.contains(&name) {
+                changed = true;
+            } else {
+                kept.push(pair.to_string());
+            }
+        }
+    }
+    if !changed && all.len() == 1 {
+        return;
+    }
+    headers.remove(http::header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> IdentityHeaders {
+        let raw = "[server]\npublic_url=\"http://x\"\n[upstream]\nurl=\"http://127.0.0.1:1\"\n[saml]\nidp_metadata_file=\"Cargo.toml\"\n[session]\nsecret=\"0123456789abcdef0123456789abcdef\"\n";
+        let cfg = crate::config::Config::from_toml_str(raw, std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        IdentityHeaders::new(&cfg.headers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn strips_every_spelling() {
+        let r = rules();
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-forwarded-user",
+            "X_Forwarded_User",
+            "x-forwarded_email",
+            "x-auth-request-user",
+            "X-WEBAUTH-USER",
+            "remote_user",
+            "x-forwarded-permission-set",
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+                HeaderValue::from_static("evil"),
+            );
+        }
+        h.append("x-forwarded-user", HeaderValue::from_static("evil2"));
+        h.insert("x-keep", HeaderValue::from_static("ok"));
+        r.strip(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn encodes_groups_and_non_ascii() {
+        assert_eq!(
+            join_groups(["a,b", "Zoë", "x%y"].into_iter()),
+            "a%2Cb,Zo%C3%AB,x%25y"
+        );
+        assert_eq!(
+            encode("José Müller").to_str().unwrap_or(""),
+            "Jos%C3%A9 M%C3%BCller"
+        );
+        assert_eq!(encode("plain name").to_str().unwrap_or(""), "plain name");
+    }
+
+    #[test]
+    fn strips_our_cookies_only() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; samlgate=xyz"),
+        );
+        h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_cookies(&mut h, &["samlgate"]);
+        assert_eq!(
+            h.get(http::header::COOKIE).and_then(|v| v.to_str().ok()),
+            Some("a=1; b=2")
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! Server: the gateway and admin listeners — rustls termination, HTTP/1.1 and HTTP/2 (ALPN
+//! under TLS, prior knowledge in clear), a connection limit, a header-size limit, and graceful
+//! shutdown that stops accepting and drains in-flight requests within a deadline. It knows
+//! nothing of authentication: every request goes to `App::handle`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::{App, StartError};
+use crate::config::{Config, TlsConfig};
+use crate::proxy::Peer;
+
+/// A running gateway (used by `serve`, `demo` and the tests).
+pub struct Running {
+    /// The gateway listener's bound address (port 0 resolved).
+    pub addr: SocketAddr,
+    /// The admin listener's bound address.
+    pub admin_addr: SocketAddr,
+    /// The app, for tests that inspect it.
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to `server.shutdown_grace`) and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server stops (after `shutdown` from elsewhere or a signal).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The app could not be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// Builds the app, binds both listeners and serves until `shutdown` resolves.
+pub async fn start(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServeError> {
+    let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            key: "server.listen",
+            addr: config.server.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(config.server.admin_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            key: "server.admin_listen",
+            addr: config.server.admin_listen,
+            source,
+        })?;
+    let app = App::build(config).await?;
+    Ok(start_with(app, listener, admin, tls, shutdown))
+}
+
+/// Serves an already built app on already bound listeners.
+pub fn start_with(
+    app: Arc<App>,
+    listener: TcpListener,
+    admin: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Running {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let admin_addr = admin
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (stop, stop_rx) = watch::channel(false);
+    let stop_on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_on_signal.send(true);
+    });
+    let grace = app.config.server.shutdown_grace;
+    let gateway = tokio::spawn(serve_gateway(app.clone(), listener, tls, stop_rx.clone()));
+    let admin_task = tokio::spawn(serve_admin(app.clone(), admin, stop_rx));
+    let done = tokio::spawn(async move {
+        let _ = gateway.await;
+        // The admin listener stays up while the gateway drains, so probes see the shutdown.
+        let _ = tokio::time::timeout(grace, admin_task).await;
+    });
+    Running {
+        addr,
+        admin_addr,
+        app,
+        stop,
+        done,
+    }
+}
+
+fn http_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+async fn serve_gateway(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http_builder(app.config.server.max_header_bytes));
+    let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = Peer {
+            addr,
+            tls: tls.is_some(),
+        };
+        let app2 = app.clone();
+        let service = service_fn(move |req| {
+            let app = app2.clone();
+            async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+        });
+        app.metrics.connections.inc();
+        let app3 = app.clone();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                    app3.metrics.connections.dec();
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                    {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
+                    }
+                    app3.metrics.connections.dec();
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    let grace = app.config.server.shutdown_grace;
+    tracing::info!(
+        connections = graceful.count(),
+        grace_s = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let builder = Arc::new(http_builder(16 * 1024));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(pair) => pair, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
+            _ = stop.changed() => break,
+        };
+        let app2 = app.clone();
+        let service = service_fn(move |req| {
+            let app = app2.clone();
+            async move { Ok::<_, Infallible>(app.handle_admin(req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let fut = graceful.watch(conn);
+        tokio::spawn(fut);
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+/// Loads the PEM certificate chain and key into a rustls acceptor offering h2 and http/1.1.
+pub fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Tls(format!("cert_file {}: {e}", cfg.cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!(
+            "cert_file {}: no certificate found",
+            cfg.cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| StartError::Tls(format!("key_file {}: {e}", cfg.key_file.display())))?;
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(format!("certificate and key do not fit together: {e}")))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

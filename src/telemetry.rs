@@ -1,0 +1,142 @@
+//! Telemetry: the log subscriber (json | pretty) and the Prometheus metrics every request
+//! updates. Other modules register their own metrics into the same `Registry`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global log subscriber. `RUST_LOG`, when set, wins over `log.level`.
+/// Returns false when a subscriber was already installed (tests start many servers).
+pub fn init_logging(cfg: &LogConfig) -> bool {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+            .is_ok(),
+        LogFormat::Pretty => builder.try_init().is_ok(),
+    }
+}
+
+/// Which part of samlgate answered: keeps label cardinality fixed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `saml`, `proxy`, `public`, `auth`, `admin`
+    pub route: &'static str,
+    /// `1xx` … `5xx`
+    pub status: &'static str,
+}
+
+/// Labels of upstream errors.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `connect`, `timeout`, `other`
+    pub kind: &'static str,
+}
+
+/// Route-class label without status (histograms).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    /// `saml`, `proxy`, `public`, `auth`
+    pub route: &'static str,
+}
+
+/// The request-level metrics of the gateway listener.
+pub struct Metrics {
+    /// `samlgate_requests_total{route,status}`
+    pub requests: Family<RouteLabels, Counter>,
+    /// `samlgate_request_duration_seconds{route}`
+    pub latency: Family<RouteOnly, Histogram>,
+    /// `samlgate_requests_in_flight`
+    pub in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// `samlgate_upstream_errors_total{kind}`
+    pub upstream_errors: Family<KindLabels, Counter>,
+    /// `samlgate_connections_open`
+    pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them (plus `samlgate_build_info`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+            }),
+            in_flight: Gauge::default(),
+            upstream_errors: Family::default(),
+            connections: Gauge::default(),
+        };
+        registry.register(
+            "samlgate_requests",
+            "Requests answered, by route class and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "samlgate_request_duration_seconds",
+            "Time to the response head",
+            m.latency.clone(),
+        );
+        registry.register(
+            "samlgate_requests_in_flight",
+            "Requests being handled",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "samlgate_upstream_errors",
+            "Upstream failures by kind",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "samlgate_connections_open",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "samlgate_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        m
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, route: &'static str, status: http::StatusCode, elapsed: Duration) {
+        let status = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RouteLabels { route, status })
+            .inc();
+        self.latency
+            .get_or_create(&RouteOnly { route })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A counter type alias used by other modules.
+pub type U64Counter = Counter<u64, AtomicU64>;

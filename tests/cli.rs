@@ -1,0 +1,192 @@
+//! The `samlgate` command and its config, black-box: `check` on every shipped config, collected
+//! errors naming each key, secrets never printed, env overrides, and graceful SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use support::dashboard::Dashboard;
+use support::gateway::{get, run_cli};
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("samlgate.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn every_shipped_config_checks_ok() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            assert!(out.contains("config ok"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn config_errors_are_collected_and_name_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+[server]
+listen = "not-an-address"
+public_url = "ftp://x"
+[upstream]
+url = "http://127.0.0.1:3000"
+request_timeout = "soon"
+public_paths = ["static/*"]
+[saml]
+idp_metadata_file = "/nonexistent/idp.xml"
+allowed_algorithms = ["rsa-md5"]
+[session]
+secret = "short-secret-value"
+store = "postgres"
+"#,
+    );
+    let (code, out, err) = run_cli(&["check", "--config", &path], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    for key in [
+        "server.listen",
+        "server.public_url",
+        "upstream.request_timeout",
+        "upstream.public_paths",
+        "saml.idp_metadata_file",
+        "saml.allowed_algorithms",
+        "session.secret",
+        "session.store",
+    ] {
+        assert!(err.contains(&format!("{key}:")), "missing {key} in:\n{err}");
+    }
+    // The secret, even a short one, is never printed.
+    assert!(
+        !out.contains("short-secret-value") && !err.contains("short-secret-value"),
+        "{err}"
+    );
+    // serve refuses the same config with the same status.
+    let (code, _, _) = run_cli(&["serve", "--config", &path], &[]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn misspelt_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml"))
+            .unwrap();
+    let path = write_config(&dir, &shipped.replace("idle_timeout = ", "idle_timeuot = "));
+    let (code, _, err) = run_cli(&["check", "--config", &path], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("session.idle_timeuot: unknown key"), "{err}");
+}
+
+#[test]
+fn check_never_prints_secrets_and_env_overrides_apply() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
+    let secret = "env-secret-that-must-never-be-printed-0123456789";
+    let (code, out, err) = run_cli(
+        &["check", "--config", shipped],
+        &[
+            ("SAMLGATE_SESSION__SECRET", secret),
+            ("SAMLGATE_PROVISIONING__TOKEN", "tok-never-printed"),
+            ("SAMLGATE_UPSTREAM__URL", "nope"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("upstream.url"), "{err}");
+    assert!(!out.contains(secret) && !err.contains(secret));
+    assert!(!out.contains("tok-never-printed") && !err.contains("tok-never-printed"));
+    // $SAMLGATE_CONFIG is where --config defaults to.
+    let (code, out, _) = run_cli(&["check"], &[("SAMLGATE_CONFIG", shipped)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("config ok"));
+    let (code, _, err) = run_cli(&["check"], &[("SAMLGATE_CONFIG", "/nonexistent.toml")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not found"));
+}
+
+#[test]
+fn secret_debug_is_redacted() {
+    let s = samlgate::config::Secret::new("hunter2-hunter2");
+    assert_eq!(format!("{s:?} {s}"), "*** ***");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let dash = Dashboard::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let text = support::gateway::base_toml(&format!("http://127.0.0.1:{port}"), &dash.url(), "")
+        .replace(
+            "admin_listen = \"127.0.0.1:0\"",
+            &format!("admin_listen = \"127.0.0.1:{admin}\""),
+        )
+        .replace(
+            "\nlisten = \"127.0.0.1:0\"",
+            &format!("\nlisten = \"127.0.0.1:{port}\""),
+        )
+        .replace("request_timeout = \"2s\"", "request_timeout = \"10s\"");
+    let path = write_config(&dir, &text);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"))
+        .args(["serve", "--config", &path])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it answers.
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let slow = tokio::spawn({
+        let base = base.clone();
+        async move { get(&format!("{base}/slow?ms=1500"), &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !dash.seen().is_empty(),
+        "the slow request has not reached the dashboard yet"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (resp, body) = slow.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&body[..], b"slow done");
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    // And it no longer accepts connections.
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
+}

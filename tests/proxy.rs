@@ -1,0 +1,404 @@
+//! Foundation, black-box: the real gateway on 127.0.0.1:0 in front of a fake dashboard, over
+//! real sockets — streaming, hop-by-hop, X-Forwarded-*, upgrades, timeouts, HTTP/2, TLS,
+//! fail-closed paths, the CLI and graceful shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use support::dashboard::Dashboard;
+use support::gateway::{self, get, send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn public_path_is_forwarded_with_forwarded_headers_and_without_hop_by_hop() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let (resp, body) = get(
+        &format!("{}/static/app.js?v=1", gw.public_url),
+        &[
+            ("connection", "x-custom, keep-alive"),
+            ("x-custom", "hop"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil.test"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "abc-123"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&body[..], b"dashboard saw /static/app.js");
+    // Response hop-by-hop headers (and those named in Connection) are gone; others pass.
+    assert!(resp.headers().get("x-hop").is_none());
+    assert!(resp.headers().get("keep-alive").is_none());
+    assert_eq!(resp.headers()["x-upstream"], "yes");
+    assert_eq!(resp.headers()["x-request-id"], "abc-123");
+    let seen = dash.last();
+    assert_eq!(seen.uri, "/static/app.js?v=1");
+    for h in [
+        "x-custom",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(seen.headers.get(h).is_none(), "{h} reached the dashboard");
+    }
+    // An untrusted peer's chain is replaced, not appended to.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        format!("127.0.0.1:{}", gw.addr.port()).as_str()
+    );
+    assert_eq!(seen.headers["x-request-id"], "abc-123");
+    // The Host is kept by default.
+    assert_eq!(
+        seen.headers["host"],
+        format!("127.0.0.1:{}", gw.addr.port()).as_str()
+    );
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_is_appended() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    drop(gw);
+    let toml = gateway::base_toml("{public_url}", &dash.url(), "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
+    let gw = gateway::start_toml(&toml).await;
+    get(
+        &format!("{}/static/x", gw.public_url),
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    let seen = dash.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    // 8 MiB up, sent in chunks, echoed back as it arrives.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        for _ in 0..128 {
+            tx.send(Ok(Frame::data(Bytes::from(vec![7u8; 64 * 1024]))))
+                .await
+                .unwrap();
+        }
+    });
+    let body = StreamBody::new(Box::pin(futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|v| (v, rx)) },
+    )));
+    let req = Request::post(format!("{}/echo", gw.public_url))
+        .body(body)
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.len(), 8 * 1024 * 1024);
+    assert!(got.iter().all(|b| *b == 7));
+    // And 16 MiB down.
+    let (resp, body) = get(&format!("{}/big?n={}", gw.public_url, 16 << 20), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body.len(), 16 << 20);
+}
+
+#[tokio::test]
+async fn chunked_response_arrives_before_the_upstream_finishes() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let started = Instant::now();
+    let resp = gateway::client()
+        .request(
+            Request::get(format!("{}/chunked", gw.public_url))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first\n");
+    // The upstream holds the rest for 3 s: the first chunk must not have waited for it.
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "first chunk took {:?}",
+        started.elapsed()
+    );
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"last\n");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    // A masked WebSocket text frame "hello" goes through and comes back byte for byte.
+    let frame = [
+        0x81u8,
+        0x85,
+        1,
+        2,
+        3,
+        4,
+        b'h' ^ 1,
+        b'e' ^ 2,
+        b'l' ^ 3,
+        b'l' ^ 4,
+        b'o' ^ 1,
+    ];
+    s.write_all(&frame).await.unwrap();
+    let mut echo = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, frame);
+    assert_eq!(dash.last().headers["upgrade"], "websocket");
+}
+
+#[tokio::test]
+async fn upstream_down_gives_502_page() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let gw = gateway::start(&format!("http://127.0.0.1:{port}"), "").await;
+    let started = Instant::now();
+    let (resp, body) = get(&format!("{}/static/x", gw.public_url), &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(String::from_utf8_lossy(&body).contains("Bad gateway"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn upstream_slower_than_request_timeout_gives_504_page() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let (resp, body) = get(&format!("{}/slow?ms=4000", gw.public_url), &[]).await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(String::from_utf8_lossy(&body).contains("did not answer in time"));
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_client() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let resp = client
+        .request(
+            Request::get(format!("{}/static/h2", gw.public_url))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"dashboard saw /static/h2");
+    // The dashboard got HTTP/1.1 with a Host header made from the :authority.
+    assert_eq!(
+        dash.last().headers["host"],
+        format!("127.0.0.1:{}", gw.addr.port()).as_str()
+    );
+}
+
+#[tokio::test]
+async fn tls_listener_serves_h2_and_http11() {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let dash = Dashboard::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    let san = x509::extension::SubjectAlternativeName::new()
+        .dns("localhost")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let toml = gateway::base_toml("{public_url}", &dash.url(), "").replace(
+        "shutdown_grace = \"5s\"\n",
+        &format!(
+            "shutdown_grace = \"5s\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    let gw = gateway::start_toml(&toml).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(
+            cert.to_der().unwrap(),
+        ))
+        .unwrap();
+    for (alpn, want) in [
+        (b"h2".to_vec(), http::Version::HTTP_2),
+        (b"http/1.1".to_vec(), http::Version::HTTP_11),
+    ] {
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let req = Request::get("/static/tls")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = if want == http::Version::HTTP_2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = Request::get(format!("https://localhost:{}/static/tls", gw.addr.port()))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            sender.send_request(req).await.unwrap()
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap()
+        };
+        assert_eq!(resp.version(), want);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(dash.last().headers["x-forwarded-proto"], "https");
+    }
+}
+
+#[tokio::test]
+async fn protected_paths_fail_closed_without_a_session() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    for path in [
+        "/reports",
+        "/static/../admin",
+        "/static/%2e%2e/admin",
+        "/static/..%2fadmin",
+        "/%2e/static/x",
+        "/static//../x",
+    ] {
+        let (resp, body) = get(
+            &format!("{}{path}", gw.public_url),
+            &[("accept", "application/json")],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "unauthenticated");
+        assert!(
+            json["login_url"]
+                .as_str()
+                .unwrap()
+                .contains("/saml/login?return_to=")
+        );
+    }
+    assert!(
+        dash.seen().is_empty(),
+        "the dashboard saw {:?}",
+        dash.seen()
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    for _ in 0..3 {
+        get(&format!("{}/static/m", gw.public_url), &[]).await;
+    }
+    get(&format!("{}/private", gw.public_url), &[]).await;
+    let (resp, body) = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("samlgate_requests_total{route=\"public\",status=\"2xx\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("samlgate_requests_total{route=\"proxy\",status=\"4xx\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("samlgate_request_duration_seconds"), "{text}");
+    assert!(text.contains("samlgate_build_info"), "{text}");
+    let (resp, _) = get(&format!("http://{}/healthz", gw.admin), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_refused() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let big = "a".repeat(40 * 1024);
+    let req = Request::get(format!("{}/static/x", gw.public_url))
+        .header("x-big", big)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let result = gateway::client().request(req).await;
+    // hyper answers 431, or closes the connection: both refuse.
+    if let Ok(resp) = result {
+        assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    assert!(dash.seen().is_empty());
+    let _ = send;
+}

@@ -1,0 +1,106 @@
+//! Starts the real gateway in-process on 127.0.0.1 port 0 and talks to it over real sockets.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use samlgate::config::Config;
+use samlgate::server::Running;
+use tokio::net::TcpListener;
+
+/// A session secret for tests (32+ bytes).
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+/// A running gateway and what tests need to reach it.
+pub struct Gateway {
+    pub running: Running,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub public_url: String,
+}
+
+/// The minimal valid config for an upstream, with `extra` TOML appended (sections may repeat
+/// keys only if they are not in the base). `{public_url}` in `extra` is replaced.
+pub fn base_toml(public_url: &str, upstream: &str, extra: &str) -> String {
+    let metadata = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public_url}\"\nshutdown_grace = \"5s\"\n\
+         [upstream]\nurl = \"{upstream}\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\npublic_paths = [\"/healthz\", \"/static/*\", \"/ws\", \"/echo\", \"/big\", \"/chunked\", \"/slow\"]\n\
+         [saml]\nidp_metadata_file = \"{metadata}\"\n[session]\nsecret = \"{SECRET}\"\n[log]\nlevel = \"warn\"\n{}",
+        extra.replace("{public_url}", public_url)
+    )
+}
+
+/// Starts the gateway with `toml` (use `{public_url}` for the URL browsers see).
+pub async fn start_toml(toml: &str) -> Gateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let public_url = format!("http://127.0.0.1:{}", addr.port());
+    let toml = toml.replace("{public_url}", &public_url);
+    let config = Config::from_toml_str(&toml, Path::new(env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| samlgate::server::tls_acceptor(t).unwrap());
+    let app = samlgate::app::App::build(config)
+        .await
+        .unwrap_or_else(|e| panic!("app build failed: {e}"));
+    let running = samlgate::server::start_with(app, listener, admin, tls, std::future::pending());
+    let admin = running.admin_addr;
+    Gateway {
+        running,
+        addr,
+        admin,
+        public_url,
+    }
+}
+
+/// Starts the gateway in front of `upstream` with `extra` config.
+pub async fn start(upstream: &str, extra: &str) -> Gateway {
+    start_toml(&base_toml("{public_url}", upstream, extra)).await
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends a request and collects the whole response body.
+pub async fn send(req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+    let resp = client().request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+/// GET `url` with extra headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> (Response<()>, Bytes) {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Runs the `samlgate` binary with args and env, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"));
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
