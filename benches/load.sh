@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Load benchmark on loopback, side by side in one run, interleaved, pinned with taskset:
+#   direct    wrk -> upstream (nginx `return 200`)
+#   nginx     wrk -> nginx proxy_pass (upstream keep-alive) -> upstream
+#   samlgate  wrk -> samlgate (public path, memory store) -> upstream
+#   samlgate-auth        wrk (with a session cookie) -> samlgate (memory store) -> upstream
+#   samlgate-auth-redis  the same with the Redis session store
+# Prints req/s, p50, p99 per target (median of the rounds) and the ratios.
+# Usage: benches/load.sh [seconds-per-run=10] [rounds=3] [connections=64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}; ROUNDS=${2:-3}; CONNS=${3:-64}
+NCPU=$(nproc)
+LOAD_CPU=0; SERVER_CPU=$((NCPU > 1 ? 1 : 0))
+WORK=$(mktemp -d /tmp/samlgate-bench.XXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true' EXIT
+
+for tool in nginx wrk taskset; do
+  command -v $tool >/dev/null || { echo "load.sh: $tool missing: run scripts/install-deps.sh bench" >&2; exit 1; }
+done
+cargo build --release --locked --quiet
+bash scripts/ensure-redis.sh
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NG=$(free_port); SG=$(free_port); SGA=$(free_port); SGR=$(free_port); SGR_ADMIN=$(free_port); SG_ADMIN=$(free_port); SGA_ADMIN=$(free_port)
+
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream dashboard { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:$NG;
+    location / {
+      proxy_pass http://dashboard;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+NGINX
+taskset -c $SERVER_CPU nginx -c "$WORK/nginx.conf" -p "$WORK"
+
+gateway_config() { # port admin store
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+public_url = "http://127.0.0.1:$1"
+[upstream]
+url = "http://127.0.0.1:$UP"
+public_paths = ["/public/*"]
+[saml]
+idp_metadata_file = "config/idp-metadata.xml"
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+store = "$3"
+redis_key_prefix = "samlgate-bench:"
+[log]
+level = "error"
+TOML
+}
+gateway_config "$SG" "$SG_ADMIN" memory > "$WORK/sg.toml"
+gateway_config "$SGA" "$SGA_ADMIN" memory > "$WORK/sga.toml"
+gateway_config "$SGR" "$SGR_ADMIN" redis > "$WORK/sgr.toml"
+for n in sg sga sgr; do
+  taskset -c $SERVER_CPU ./target/release/samlgate serve --config "$WORK/$n.toml" 2>"$WORK/$n.log" &
+done
+sleep 1
+
+# A session cookie for the authenticated runs, minted through the bench helper when present.
+COOKIE_MEM=""; COOKIE_REDIS=""
+if ./target/release/samlgate help 2>/dev/null | grep -q bench-session; then
+  COOKIE_MEM=$(./target/release/samlgate bench-session --config "$WORK/sga.toml")
+  COOKIE_REDIS=$(./target/release/samlgate bench-session --config "$WORK/sgr.toml")
+fi
+
+run() { # name url [cookie]
+  local hdr=()
+  [ -n "${3:-}" ] && hdr=(-H "Cookie: $3")
+  taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$2" > "$WORK/$1.$r.txt"
+}
+targets=(direct nginx samlgate)
+[ -n "$COOKIE_MEM" ] && targets+=(samlgate-auth samlgate-auth-redis)
+for r in $(seq 1 "$ROUNDS"); do
+  for t in "${targets[@]}"; do
+    case $t in
+      direct) run direct "http://127.0.0.1:$UP/public/x" ;;
+      nginx) run nginx "http://127.0.0.1:$NG/public/x" ;;
+      samlgate) run samlgate "http://127.0.0.1:$SG/public/x" ;;
+      samlgate-auth) run samlgate-auth "http://127.0.0.1:$SGA/private/x" "$COOKIE_MEM" ;;
+      samlgate-auth-redis) run samlgate-auth-redis "http://127.0.0.1:$SGR/private/x" "$COOKIE_REDIS" ;;
+    esac
+  done
+done
+
+python3 - "$WORK" "$ROUNDS" "${targets[@]}" <<'PY'
+import re, statistics, sys
+work, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def ms(v):
+    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+res = {}
+for t in targets:
+    rps, p50, p99, errs = [], [], [], 0
+    for r in range(1, rounds + 1):
+        txt = open(f"{work}/{t}.{r}.txt").read()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1)))
+        p50.append(ms(re.search(r"50%\s+(\S+)", txt).group(1)))
+        p99.append(ms(re.search(r"99%\s+(\S+)", txt).group(1)))
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
+        errs += int(m.group(1)) if m else 0
+    res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs)
+print(f"{'target':<22}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
+for t, (a, b, c, e) in res.items():
+    print(f"{t:<22}{a:>12.0f}{b:>10.3f}{c:>10.3f}{e:>9}")
+def ratio(a, b, i):
+    return res[a][i] / res[b][i]
+print()
+print(f"samlgate/nginx  throughput {ratio('samlgate','nginx',0):.2f}x  p99 {ratio('samlgate','nginx',2):.2f}x")
+print(f"samlgate/direct throughput {ratio('samlgate','direct',0):.2f}x  p99 {ratio('samlgate','direct',2):.2f}x")
+if "samlgate-auth" in res:
+    print(f"auth(memory)/nginx throughput {ratio('samlgate-auth','nginx',0):.2f}x  p99 {ratio('samlgate-auth','nginx',2):.2f}x")
+    print(f"auth(redis)/auth(memory) throughput {ratio('samlgate-auth-redis','samlgate-auth',0):.2f}x")
+PY
