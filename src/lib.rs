@@ -4,3 +4,5 @@
 
 pub mod config;
 pub mod identity;
+pub mod demo;
+pub mod saml;
