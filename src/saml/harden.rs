@@ -428,6 +428,14 @@ pub fn inspect_document(doc: &Document<'_>, text: &str, policy: &StructurePolicy
         advice_assertions += 1;
     }
 
+    let advice_ids: HashSet<&str> = if policy.allow_advice_assertions {
+        root.descendants()
+            .filter(|n| is(*n, NS_SAML, "Assertion") && *n != top_assertion)
+            .filter_map(|n| n.attribute("ID"))
+            .collect()
+    } else {
+        HashSet::new()
+    };
     let mut inspected = Inspected {
         response_id,
         assertion_id: None,
@@ -462,7 +470,7 @@ pub fn inspect_document(doc: &Document<'_>, text: &str, policy: &StructurePolicy
         } else {
             return Err(HardenError::SignatureMisplaced);
         };
-        check_signature(sig, parent, parent == root, policy)?;
+        check_signature(sig, parent, parent == root, (which == 2).then_some(&advice_ids), policy)?;
         match which {
             0 => {
                 if inspected.response_signed {
@@ -504,6 +512,7 @@ fn check_signature(
     sig: Node<'_, '_>,
     parent: Node<'_, '_>,
     parent_is_root: bool,
+    advice_ids: Option<&HashSet<&str>>,
     policy: &StructurePolicy<'_>,
 ) -> Result<(), HardenError> {
     let signed_infos: Vec<_> = sig.children().filter(|c| is(*c, NS_DS, "SignedInfo")).collect();
@@ -528,8 +537,24 @@ fn check_signature(
     if !policy.algorithms.iter().any(|a| signature_uri(*a) == method) {
         return Err(HardenError::Algorithm);
     }
-    // Exactly one Reference (SAML core §5.4.2).
+    // Exactly one Reference (SAML core §5.4.2), naming the parent. The one exception, under
+    // the Advice relaxation only: a signature inside an Advice Assertion may reference several
+    // Advice Assertions (never the Response or the top-level Assertion).
     let references: Vec<_> = signed_info.children().filter(|c| is(*c, NS_DS, "Reference")).collect();
+    if let Some(ids) = advice_ids {
+        if references.is_empty() {
+            return Err(HardenError::SignatureReference("no Reference"));
+        }
+        for reference in &references {
+            let uri = reference.attribute("URI").ok_or(HardenError::SignatureReference("no URI"))?;
+            match uri.strip_prefix('#') {
+                Some(id) if ids.contains(id) => {}
+                _ => return Err(HardenError::SignatureMisplaced),
+            }
+            check_reference(*reference, policy)?;
+        }
+        return Ok(());
+    }
     let [reference] = references.as_slice() else {
         return Err(HardenError::SignatureReference("not exactly one Reference"));
     };
@@ -546,6 +571,11 @@ fn check_signature(
             HardenError::SignatureReference("URI is neither \"\" nor #ID")
         });
     }
+    check_reference(*reference, policy)
+}
+
+/// One Reference's Transforms and DigestMethod.
+fn check_reference(reference: Node<'_, '_>, policy: &StructurePolicy<'_>) -> Result<(), HardenError> {
     // Transforms: enveloped-signature and C14N only, each at most once (XSLT, XPath, XPointer
     // and base64 transforms are refused).
     let mut seen = HashSet::new();
