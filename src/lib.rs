@@ -23,4 +23,5 @@ pub mod pages;
 pub mod proxy;
 pub mod saml;
 pub mod server;
+pub mod session;
 pub mod telemetry;

@@ -1,0 +1,510 @@
+//! RedisStore: the session store shared by replicas, on an auto-reconnecting Redis connection,
+//! with a short in-process tier for sessions and pub/sub invalidation of that tier.
+//!
+//! Invariants:
+//! - every value is written together with its TTL (`SET … PX`, or one Lua script), so nothing
+//!   outlives its deadline, even if this process dies mid-operation;
+//! - every operation is bounded by `session.operation_timeout`; past it the caller gets
+//!   [`Error::Unavailable`] and the connection manager keeps reconnecting in the background;
+//! - the in-process tier answers only while this replica is subscribed to the invalidation
+//!   channel, and is emptied whenever the subscription is (re)established, so a logout on any
+//!   replica is honoured here as soon as its message arrives; should a message be lost in a
+//!   half-open connection, `local_ttl` bounds the staleness.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use moka::sync::Cache;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisResult, Script};
+
+use super::metrics::SessionMetrics;
+use super::store::{Instruments, SessionKey, SessionRecord, hex, session_key_from_hex};
+use super::{Error, StoreFault};
+use crate::config::SessionConfig;
+
+/// Compare-and-delete (lock release): delete KEYS[1] only while it holds ARGV[1].
+const DELETE_IF_EQ: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// SADD KEYS[1] ARGV[1], then make the set live at least ARGV[2] ms (PTTL is -1 when the set
+/// has no TTL yet). Works on every Redis with Lua (no PEXPIRE GT/NX, which need 7.0).
+const INDEX_ADD: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1";
+
+/// Create a session and index it, atomically: SET KEYS[1] ARGV[1] PX ARGV[2], then the
+/// INDEX_ADD steps on KEYS[2] with member ARGV[3] and TTL ARGV[4].
+const CREATE_SESSION: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return 1";
+
+/// How often the pub/sub connection is pinged to find a half-open connection.
+const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
+/// How long `connect` waits for the first subscription before it lets start-up continue.
+const FIRST_SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Aborts the pub/sub listener when the last clone of the store goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Inner {
+    manager: ConnectionManager,
+    prefix: String,
+    channel: String,
+    op_timeout: Duration,
+    /// `None` when `local_ttl` is zero.
+    local: Option<Cache<SessionKey, SessionRecord>>,
+    /// True while the listener is subscribed; the local tier answers only then.
+    subscribed: Arc<AtomicBool>,
+    /// Bumped on every subscription change; a value fetched across a change is not cached.
+    generation: Arc<AtomicU64>,
+    /// Last known state, for one log line per change.
+    healthy: AtomicBool,
+    metrics: SessionMetrics,
+    delete_if_eq: Script,
+    index_add: Script,
+    create_session: Script,
+    _listener: AbortOnDrop,
+}
+
+/// The Redis store. Clones share one connection manager, tier and listener.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    pub(crate) instruments: Instruments,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may carry a password.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("subscribed", &self.inner.subscribed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(ttl: Duration) -> u64 {
+    // PX must be positive.
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisStore {
+    /// Opens `session.redis_url` (`redis://`, `rediss://` when built with TLS, password and
+    /// database in the URL) without waiting for Redis to answer: operations fail with
+    /// [`Error::Unavailable`] until it does. Starts the invalidation listener and waits
+    /// briefly for its first subscription.
+    pub async fn connect(cfg: &SessionConfig, metrics: &SessionMetrics) -> Result<Self, Error> {
+        let client = Client::open(cfg.redis_url.expose())
+            .map_err(|source| Error::InvalidRedisUrl { source })?;
+        let op_timeout = cfg.operation_timeout;
+        let connect_timeout = op_timeout.max(Duration::from_secs(1));
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(op_timeout))
+            // Few, short retries: a failed reconnect surfaces quickly and the next operation
+            // starts a new one, so recovery follows Redis's return within about a second.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
+            .map_err(|source| Error::InvalidRedisUrl { source })?;
+        let local = (!cfg.local_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(cfg.max_entries)
+                .time_to_live(cfg.local_ttl)
+                .build()
+        });
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU64::new(0));
+        let channel = format!("{}invalidate", cfg.redis_key_prefix);
+        let listener = tokio::spawn(listen(
+            client,
+            channel.clone(),
+            local.clone(),
+            subscribed.clone(),
+            generation.clone(),
+            connect_timeout,
+        ));
+        let store = Self {
+            inner: Arc::new(Inner {
+                manager,
+                prefix: cfg.redis_key_prefix.clone(),
+                channel,
+                op_timeout,
+                local,
+                subscribed,
+                generation,
+                healthy: AtomicBool::new(true),
+                metrics: metrics.clone(),
+                delete_if_eq: Script::new(DELETE_IF_EQ),
+                index_add: Script::new(INDEX_ADD),
+                create_session: Script::new(CREATE_SESSION),
+                _listener: AbortOnDrop(listener),
+            }),
+            instruments: Instruments::new(metrics, "redis"),
+        };
+        let waited = tokio::time::Instant::now();
+        while !store.is_subscribed() && waited.elapsed() < FIRST_SUBSCRIBE_WAIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(store)
+    }
+
+    /// Whether the invalidation listener is subscribed (the in-process tier is in use).
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.inner.prefix)
+    }
+
+    fn session_key(&self, key: &SessionKey) -> String {
+        format!("{}s:{}", self.inner.prefix, hex(key))
+    }
+
+    /// Runs one Redis round trip within the operation timeout, and logs state changes.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let fault = match tokio::time::timeout(self.inner.op_timeout, fut).await {
+            Ok(Ok(value)) => {
+                if !self.inner.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!(backend = "redis", "session store answers again");
+                }
+                return Ok(value);
+            }
+            Ok(Err(e)) => StoreFault::Redis(e),
+            Err(_) => StoreFault::Timeout(self.inner.op_timeout),
+        };
+        if self.inner.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                backend = "redis",
+                operation,
+                error = %fault,
+                "session store unavailable; requests that need it get 503 until it answers"
+            );
+        }
+        Err(Error::Unavailable {
+            backend: "redis",
+            operation,
+            fault,
+        })
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.inner.manager.clone()
+    }
+
+    fn remember(&self, key: &SessionKey, record: &SessionRecord, generation: u64) {
+        if let Some(local) = &self.inner.local
+            && self.is_subscribed()
+            && self.inner.generation.load(Ordering::Acquire) == generation
+        {
+            local.insert(*key, record.clone());
+        }
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        if let Some(local) = &self.inner.local {
+            local.invalidate(key);
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("GET").arg(self.key(key)).clone();
+        self.bounded("get", cmd.query_async(&mut con)).await
+    }
+
+    pub(crate) async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl))
+            .clone();
+        self.bounded("put", cmd.query_async(&mut con)).await
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool, Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("DEL").arg(self.key(key)).clone();
+        let n: u64 = self.bounded("delete", cmd.query_async(&mut con)).await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn set_nx(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .clone();
+        let ok: Option<String> = self.bounded("set_nx", cmd.query_async(&mut con)).await?;
+        Ok(ok.is_some())
+    }
+
+    pub(crate) async fn getdel(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut con = self.con();
+        // GETDEL (Redis 6.2+) is atomic: of two replicas racing, one gets the value.
+        let cmd = redis::cmd("GETDEL").arg(self.key(key)).clone();
+        self.bounded("getdel", cmd.query_async(&mut con)).await
+    }
+
+    pub(crate) async fn delete_if_eq(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+        let mut con = self.con();
+        let mut invocation = self.inner.delete_if_eq.key(self.key(key));
+        invocation.arg(value);
+        let n: u64 = self
+            .bounded("delete_if_eq", invocation.invoke_async(&mut con))
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn index_add(
+        &self,
+        index: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let mut con = self.con();
+        let mut invocation = self.inner.index_add.key(self.key(index));
+        invocation.arg(member).arg(millis(ttl));
+        let _: u64 = self
+            .bounded("index_add", invocation.invoke_async(&mut con))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn index_members(&self, index: &str) -> Result<Vec<String>, Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("SMEMBERS").arg(self.key(index)).clone();
+        self.bounded("index_members", cmd.query_async(&mut con))
+            .await
+    }
+
+    pub(crate) async fn index_remove(&self, index: &str, member: &str) -> Result<(), Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("SREM").arg(self.key(index)).arg(member).clone();
+        let _: u64 = self
+            .bounded("index_remove", cmd.query_async(&mut con))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn get_session(
+        &self,
+        key: &SessionKey,
+        fresh: bool,
+    ) -> Result<Option<SessionRecord>, Error> {
+        if let Some(local) = &self.inner.local
+            && !fresh
+            && self.is_subscribed()
+        {
+            if let Some(record) = local.get(key) {
+                self.inner.metrics.local_hits.inc();
+                return Ok(Some(record));
+            }
+            self.inner.metrics.local_misses.inc();
+        }
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let mut con = self.con();
+        let cmd = redis::cmd("GET").arg(self.session_key(key)).clone();
+        let bytes: Option<Vec<u8>> = self
+            .bounded("get_session", cmd.query_async(&mut con))
+            .await?;
+        let Some(bytes) = bytes else {
+            self.forget(key);
+            return Ok(None);
+        };
+        match serde_json::from_slice::<SessionRecord>(&bytes) {
+            Ok(record) => {
+                self.remember(key, &record, generation);
+                Ok(Some(record))
+            }
+            Err(e) => {
+                // A value we cannot read is no session; the TTL removes it.
+                tracing::warn!(backend = "redis", error = %e, "undecodable session record ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    pub(crate) async fn create_session(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        ttl: Duration,
+        index: &str,
+        index_ttl: Duration,
+    ) -> Result<(), Error> {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let value = serde_json::to_vec(record).map_err(|source| Error::Encode { source })?;
+        let mut con = self.con();
+        let mut invocation = self.inner.create_session.key(self.session_key(key));
+        invocation
+            .key(self.key(index))
+            .arg(value)
+            .arg(millis(ttl))
+            .arg(hex(key))
+            .arg(millis(index_ttl));
+        let _: u64 = self
+            .bounded("create_session", invocation.invoke_async(&mut con))
+            .await?;
+        self.remember(key, record, generation);
+        Ok(())
+    }
+
+    pub(crate) async fn refresh_session(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let value = serde_json::to_vec(record).map_err(|source| Error::Encode { source })?;
+        let mut con = self.con();
+        // XX: only while it exists, so a refresh racing a logout never resurrects the session.
+        let cmd = redis::cmd("SET")
+            .arg(self.session_key(key))
+            .arg(value)
+            .arg("XX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .clone();
+        let ok: Option<String> = self
+            .bounded("refresh_session", cmd.query_async(&mut con))
+            .await?;
+        if ok.is_some() {
+            self.remember(key, record, generation);
+        } else {
+            self.forget(key);
+        }
+        Ok(ok.is_some())
+    }
+
+    pub(crate) async fn delete_session(
+        &self,
+        key: &SessionKey,
+        index: Option<&str>,
+    ) -> Result<bool, Error> {
+        self.forget(key);
+        let member = hex(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(self.session_key(key));
+        if let Some(index) = index {
+            pipe.cmd("SREM").arg(self.key(index)).arg(&member).ignore();
+        }
+        pipe.cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(&member)
+            .ignore();
+        let mut con = self.con();
+        let (deleted,): (u64,) = self
+            .bounded("delete_session", pipe.query_async(&mut con))
+            .await?;
+        // Again, in case a concurrent load cached it between our first eviction and the DEL.
+        self.forget(key);
+        Ok(deleted > 0)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        let mut con = self.con();
+        let cmd = redis::cmd("PING").clone();
+        let _: String = self.bounded("ping", cmd.query_async(&mut con)).await?;
+        Ok(())
+    }
+}
+
+/// The invalidation listener: a dedicated pub/sub connection, resubscribed after every loss.
+/// Each message names a session key to evict from the in-process tier.
+async fn listen(
+    client: Client,
+    channel: String,
+    local: Option<Cache<SessionKey, SessionRecord>>,
+    subscribed: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+    connect_timeout: Duration,
+) {
+    let clear = || {
+        if let Some(local) = &local {
+            local.invalidate_all();
+        }
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = tokio::time::timeout(connect_timeout, async {
+            let (mut sink, stream) = client.get_async_pubsub().await?.split();
+            sink.subscribe(&channel).await?;
+            RedisResult::Ok((sink, stream))
+        })
+        .await;
+        if let Ok(Ok((mut sink, mut stream))) = connected {
+            backoff = Duration::from_millis(50);
+            // Messages sent while we were not subscribed are lost: start from empty.
+            generation.fetch_add(1, Ordering::AcqRel);
+            clear();
+            subscribed.store(true, Ordering::Release);
+            tracing::debug!(channel, "session invalidation listener subscribed");
+            let mut ping = tokio::time::interval(PUBSUB_PING_EVERY);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    msg = stream.next() => {
+                        let Some(msg) = msg else { break };
+                        if let (Some(local), Ok(text)) = (&local, std::str::from_utf8(msg.get_payload_bytes()))
+                            && let Some(key) = session_key_from_hex(text)
+                        {
+                            local.invalidate(&key);
+                        }
+                    }
+                    _ = ping.tick() => {
+                        let answered = tokio::time::timeout(connect_timeout, sink.ping::<redis::Value>()).await;
+                        if !matches!(answered, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
+                }
+            }
+            subscribed.store(false, Ordering::Release);
+            generation.fetch_add(1, Ordering::AcqRel);
+            clear();
+            tracing::debug!(
+                channel,
+                "session invalidation listener lost its subscription"
+            );
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
