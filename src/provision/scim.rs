@@ -132,7 +132,7 @@ pub(crate) enum Shape {
 
 /// The sentinel a placeholder becomes when the template is parsed to find paths.
 fn sentinel(name: &str) -> String {
-    format!("\u{1}samlgate:{name}\u{1}")
+    format!("@@samlgate:{name}@@")
 }
 
 impl Shape {
@@ -382,7 +382,7 @@ fn find_path(v: &Value, needle: &str) -> Option<Vec<Step>> {
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .filter(|(_, x)| matches!(x, Value::String(s) if !s.contains('\u{1}')) || x.is_boolean() || x.is_number())
+                        .filter(|(_, x)| matches!(x, Value::String(s) if !s.contains("@@samlgate:")) || x.is_boolean() || x.is_number())
                         .map(|(k, x)| (k.clone(), x.clone()))
                         .collect()
                 })
