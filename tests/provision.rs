@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use samlgate::config::{DomainPattern, Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule, Secret};
+use samlgate::config::{
+    DomainPattern, Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule, Secret,
+};
 use samlgate::identity::Identity;
 use samlgate::provision::{NotFoundReason, ProvisionError, Provisioner, Tuning, UnavailableReason};
 use serde_json::json;
@@ -53,7 +55,11 @@ async fn redis() -> redis::aio::ConnectionManager {
 }
 
 fn unique_prefix(name: &str) -> String {
-    format!("samlgate-test:{name}:{}:{:x}:", std::process::id(), rand::random::<u64>())
+    format!(
+        "samlgate-test:{name}:{}:{:x}:",
+        std::process::id(),
+        rand::random::<u64>()
+    )
 }
 
 #[tokio::test]
@@ -61,7 +67,10 @@ async fn new_user_is_created_once_with_the_defaults_in_the_scim_payload() {
     let scim = FakeScim::start(TOKEN).await;
     let p = provisioner(&config(&scim));
 
-    let who = p.resolve(person("ann@example.com")).await.expect("resolves");
+    let who = p
+        .resolve(person("ann@example.com"))
+        .await
+        .expect("resolves");
     let stored = scim.user("ann@example.com").expect("created");
     assert_eq!(who.user_id.as_deref(), stored["id"].as_str());
     assert_eq!(who.workspace.as_deref(), Some("Production"));
@@ -69,25 +78,51 @@ async fn new_user_is_created_once_with_the_defaults_in_the_scim_payload() {
 
     let lookups = scim.lookups();
     assert_eq!(lookups.len(), 1);
-    assert_eq!(lookups[0].filter.as_deref(), Some(r#"userName eq "ann@example.com""#));
-    assert!(lookups[0].query.as_deref().is_some_and(|q| q.contains("%22") && !q.contains('"') && !q.contains(' ')));
-    assert_eq!(lookups[0].header("authorization"), format!("Bearer {TOKEN}"));
+    assert_eq!(
+        lookups[0].filter.as_deref(),
+        Some(r#"userName eq "ann@example.com""#)
+    );
+    assert!(
+        lookups[0]
+            .query
+            .as_deref()
+            .is_some_and(|q| q.contains("%22") && !q.contains('"') && !q.contains(' '))
+    );
+    assert_eq!(
+        lookups[0].header("authorization"),
+        format!("Bearer {TOKEN}")
+    );
     assert_eq!(lookups[0].header("accept"), "application/scim+json");
 
     let creates = scim.creates();
     assert_eq!(creates.len(), 1);
     assert_eq!(creates[0].header("content-type"), "application/scim+json");
-    assert_eq!(creates[0].header("authorization"), format!("Bearer {TOKEN}"));
+    assert_eq!(
+        creates[0].header("authorization"),
+        format!("Bearer {TOKEN}")
+    );
     let body = &creates[0].body;
-    assert_eq!(body["schemas"], json!(["urn:ietf:params:scim:schemas:core:2.0:User"]));
+    assert_eq!(
+        body["schemas"],
+        json!(["urn:ietf:params:scim:schemas:core:2.0:User"])
+    );
     assert_eq!(body["userName"], "ann@example.com");
     assert_eq!(body["externalId"], "nameid-ann@example.com");
-    assert_eq!(body["name"], json!({"givenName": "Ann", "familyName": "Lee"}));
+    assert_eq!(
+        body["name"],
+        json!({"givenName": "Ann", "familyName": "Lee"})
+    );
     assert_eq!(body["emails"][0]["value"], "ann@example.com");
     assert_eq!(body["emails"][0]["primary"], true);
     assert_eq!(body["active"], true);
-    assert_eq!(body["roles"], json!([{"value": "Analyst", "type": "permissionSet", "primary": true}]));
-    assert_eq!(body["entitlements"], json!([{"value": "Production", "type": "workspace"}]));
+    assert_eq!(
+        body["roles"],
+        json!([{"value": "Analyst", "type": "permissionSet", "primary": true}])
+    );
+    assert_eq!(
+        body["entitlements"],
+        json!([{"value": "Production", "type": "workspace"}])
+    );
 
     // Returning within cache_ttl: no admin-API call at all.
     scim.clear_requests();
@@ -100,7 +135,10 @@ async fn new_user_is_created_once_with_the_defaults_in_the_scim_payload() {
 async fn braze_preset_sends_its_headers_and_body_and_reads_back_the_first_app_group() {
     let scim = FakeScim::start_flavor(TOKEN, Flavor::Braze).await;
     let mut cfg = config(&scim);
-    cfg.payload = Payload::Braze { request_origin: "https://dash.example.com".into(), department: "marketing".into() };
+    cfg.payload = Payload::Braze {
+        request_origin: "https://dash.example.com".into(),
+        department: "marketing".into(),
+    };
     let p = provisioner(&cfg);
 
     let who = p.resolve(person("bea@example.com")).await.expect("created");
@@ -123,7 +161,10 @@ async fn braze_preset_sends_its_headers_and_body_and_reads_back_the_first_app_gr
             ]},
         })
     );
-    assert_eq!(scim.lookups()[0].header("x-request-origin"), "https://dash.example.com");
+    assert_eq!(
+        scim.lookups()[0].header("x-request-origin"),
+        "https://dash.example.com"
+    );
 
     scim.preload(json!({
         "userName": "old@example.com", "name": {"givenName": "O", "familyName": "L"}, "department": "finance",
@@ -132,8 +173,14 @@ async fn braze_preset_sends_its_headers_and_body_and_reads_back_the_first_app_gr
             {"appGroupName": "Other", "appGroupPermissionSets": [{"appGroupPermissionSetName": "Admin"}]}
         ]}
     }));
-    let old = p.resolve(person("old@example.com")).await.expect("found (no active attribute means active)");
-    assert_eq!((old.workspace.as_deref(), old.permission_set.as_deref()), (Some("Finance"), Some("Viewer")));
+    let old = p
+        .resolve(person("old@example.com"))
+        .await
+        .expect("found (no active attribute means active)");
+    assert_eq!(
+        (old.workspace.as_deref(), old.permission_set.as_deref()),
+        (Some("Finance"), Some("Viewer"))
+    );
     assert_eq!(scim.creates().len(), 1);
 }
 
@@ -156,11 +203,17 @@ async fn template_payload_is_filled_with_json_escaping_and_read_back_from_its_pl
     let body = &scim.creates()[0].body;
     assert_eq!(body["userName"], "tom@example.com");
     assert_eq!(body["name"]["givenName"], r#"To"m\"#);
-    assert_eq!(body["urn:acme:2.0:User"], json!({"team": "Production", "level": "Analyst", "idpGroups": "a,b\"c"}));
+    assert_eq!(
+        body["urn:acme:2.0:User"],
+        json!({"team": "Production", "level": "Analyst", "idpGroups": "a,b\"c"})
+    );
 
     scim.preload(json!({"userName": "kim@example.com", "urn:acme:2.0:User": {"team": "Ops", "level": "Admin"}}));
     let kim = p.resolve(person("kim@example.com")).await.expect("found");
-    assert_eq!((kim.workspace.as_deref(), kim.permission_set.as_deref()), (Some("Ops"), Some("Admin")));
+    assert_eq!(
+        (kim.workspace.as_deref(), kim.permission_set.as_deref()),
+        (Some("Ops"), Some("Admin"))
+    );
 }
 
 #[tokio::test]
@@ -174,7 +227,10 @@ async fn existing_user_is_found_case_insensitively_and_read_back_then_cached() {
     let p = provisioner(&config(&scim));
     let who = p.resolve(person("zoe@example.com")).await.expect("found");
     assert_eq!(who.user_id.as_deref(), Some(id.as_str()));
-    assert_eq!((who.workspace.as_deref(), who.permission_set.as_deref()), (Some("Staging"), Some("Editor")));
+    assert_eq!(
+        (who.workspace.as_deref(), who.permission_set.as_deref()),
+        (Some("Staging"), Some("Editor"))
+    );
     assert!(scim.creates().is_empty());
     scim.clear_requests();
     p.resolve(person("zoe@example.com")).await.expect("cached");
@@ -186,14 +242,25 @@ async fn first_matching_rule_by_group_chooses_workspace_and_permission_set() {
     let scim = FakeScim::start(TOKEN).await;
     let mut cfg = config(&scim);
     cfg.rules = vec![
-        ProvisioningRule { group: "marketing-admins".into(), workspace: "Marketing".into(), permission_set: "Admin".into() },
-        ProvisioningRule { group: "staff".into(), workspace: "Staff".into(), permission_set: "Viewer".into() },
+        ProvisioningRule {
+            group: "marketing-admins".into(),
+            workspace: "Marketing".into(),
+            permission_set: "Admin".into(),
+        },
+        ProvisioningRule {
+            group: "staff".into(),
+            workspace: "Staff".into(),
+            permission_set: "Viewer".into(),
+        },
     ];
     let p = provisioner(&cfg);
     let mut id = person("mia@example.com");
     id.groups = vec!["staff".into(), "marketing-admins".into()];
     let who = p.resolve(id).await.expect("created");
-    assert_eq!((who.workspace.as_deref(), who.permission_set.as_deref()), (Some("Marketing"), Some("Admin")));
+    assert_eq!(
+        (who.workspace.as_deref(), who.permission_set.as_deref()),
+        (Some("Marketing"), Some("Admin"))
+    );
     let body = &scim.creates()[0].body;
     assert_eq!(body["roles"][0]["value"], "Admin");
     assert_eq!(body["entitlements"][0]["value"], "Marketing");
@@ -203,9 +270,15 @@ async fn first_matching_rule_by_group_chooses_workspace_and_permission_set() {
 async fn inactive_user_is_refused_briefly_not_created() {
     let scim = FakeScim::start(TOKEN).await;
     scim.add_user("ina@example.com", false);
-    let tuning = Tuning { refusal_ttl: Duration::from_millis(300), ..Tuning::default() };
+    let tuning = Tuning {
+        refusal_ttl: Duration::from_millis(300),
+        ..Tuning::default()
+    };
     let p = Provisioner::with_tuning(&config(&scim), None, "x:", tuning).expect("provisioner");
-    assert_eq!(p.resolve(person("ina@example.com")).await, Err(ProvisionError::Inactive));
+    assert_eq!(
+        p.resolve(person("ina@example.com")).await,
+        Err(ProvisionError::Inactive)
+    );
     assert!(scim.creates().is_empty());
     // Reactivated: the refusal is remembered only for a moment.
     scim.set_active("ina@example.com", true);
@@ -222,7 +295,9 @@ async fn domain_not_allowed_and_disabled_refuse_unknown_users_but_admit_existing
     let p = provisioner(&cfg);
     assert_eq!(
         p.resolve(person("eve@elsewhere.org")).await,
-        Err(ProvisionError::NotFound { reason: NotFoundReason::DomainNotAllowed })
+        Err(ProvisionError::NotFound {
+            reason: NotFoundReason::DomainNotAllowed
+        })
     );
     assert!(p.resolve(person("old@elsewhere.org")).await.is_ok());
     assert!(p.resolve(person("sub@eu.example.com")).await.is_ok());
@@ -233,8 +308,17 @@ async fn domain_not_allowed_and_disabled_refuse_unknown_users_but_admit_existing
     cfg.enabled = false;
     let p = provisioner(&cfg);
     let refused = p.resolve(person("new@example.com")).await;
-    assert_eq!(refused, Err(ProvisionError::NotFound { reason: NotFoundReason::Disabled }));
-    assert!(refused.err().is_some_and(|e| e.to_string().contains("administrator")));
+    assert_eq!(
+        refused,
+        Err(ProvisionError::NotFound {
+            reason: NotFoundReason::Disabled
+        })
+    );
+    assert!(
+        refused
+            .err()
+            .is_some_and(|e| e.to_string().contains("administrator"))
+    );
     assert!(p.resolve(person("old@elsewhere.org")).await.is_ok());
     assert_eq!(scim.creates().len(), 2);
 }
@@ -243,11 +327,17 @@ async fn domain_not_allowed_and_disabled_refuse_unknown_users_but_admit_existing
 async fn no_email_is_refused_without_a_call_and_an_email_nameid_is_used() {
     let scim = FakeScim::start(TOKEN).await;
     let p = provisioner(&config(&scim));
-    let nobody = Identity { subject: "opaque-1234".into(), ..Identity::default() };
+    let nobody = Identity {
+        subject: "opaque-1234".into(),
+        ..Identity::default()
+    };
     assert_eq!(p.resolve(nobody).await, Err(ProvisionError::NoEmail));
     assert!(scim.requests().is_empty());
 
-    let by_nameid = Identity { subject: "nid@example.com".into(), ..Identity::default() };
+    let by_nameid = Identity {
+        subject: "nid@example.com".into(),
+        ..Identity::default()
+    };
     let who = p.resolve(by_nameid).await.expect("NameID is an email");
     assert_eq!(who.email.as_deref(), Some("nid@example.com"));
     assert_eq!(scim.creates()[0].body["userName"], "nid@example.com");
@@ -260,7 +350,12 @@ async fn server_errors_are_retried_then_unavailable_fast_with_nothing_created() 
     let p = provisioner(&config(&scim));
     let t = Instant::now();
     let e = p.resolve(person("x@example.com")).await;
-    assert_eq!(e, Err(ProvisionError::Unavailable { reason: UnavailableReason::ServerError { status: 503 } }));
+    assert_eq!(
+        e,
+        Err(ProvisionError::Unavailable {
+            reason: UnavailableReason::ServerError { status: 503 }
+        })
+    );
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(scim.lookups().len(), 3, "one lookup and two retries");
     assert!(scim.creates().is_empty());
@@ -278,8 +373,17 @@ async fn a_slow_admin_api_is_unavailable_after_the_timeout() {
     let p = provisioner(&cfg);
     let t = Instant::now();
     let e = p.resolve(person("slow@example.com")).await;
-    assert_eq!(e, Err(ProvisionError::Unavailable { reason: UnavailableReason::Timeout }));
-    assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
+    assert_eq!(
+        e,
+        Err(ProvisionError::Unavailable {
+            reason: UnavailableReason::Timeout
+        })
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(scim.creates().is_empty());
     assert!(e.err().is_some_and(|e| !e.to_string().contains(TOKEN)));
 }
@@ -291,7 +395,12 @@ async fn refused_connections_are_unavailable_quickly() {
     scim.refuse_connections();
     let t = Instant::now();
     let e = p.resolve(person("r@example.com")).await;
-    assert_eq!(e, Err(ProvisionError::Unavailable { reason: UnavailableReason::Unreachable }));
+    assert_eq!(
+        e,
+        Err(ProvisionError::Unavailable {
+            reason: UnavailableReason::Unreachable
+        })
+    );
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
@@ -300,7 +409,12 @@ async fn wrong_token_is_unavailable_and_the_token_never_shows() {
     let scim = FakeScim::start("another-token").await;
     let p = provisioner(&config(&scim));
     let e = p.resolve(person("t@example.com")).await.expect_err("401");
-    assert_eq!(e, ProvisionError::Unavailable { reason: UnavailableReason::Refused { status: 401 } });
+    assert_eq!(
+        e,
+        ProvisionError::Unavailable {
+            reason: UnavailableReason::Refused { status: 401 }
+        }
+    );
     assert!(!e.to_string().contains(TOKEN) && !format!("{e:?}").contains(TOKEN));
     assert!(!format!("{p:?}").contains(TOKEN));
 }
@@ -309,16 +423,25 @@ async fn wrong_token_is_unavailable_and_the_token_never_shows() {
 async fn circuit_breaker_makes_the_next_failure_fast() {
     let scim = FakeScim::start(TOKEN).await;
     scim.set_failure(Some(500));
-    let tuning = Tuning { breaker_threshold: 2, breaker_cooldown: Duration::from_millis(500), ..Tuning::default() };
+    let tuning = Tuning {
+        breaker_threshold: 2,
+        breaker_cooldown: Duration::from_millis(500),
+        ..Tuning::default()
+    };
     let p = Provisioner::with_tuning(&config(&scim), None, "x:", tuning).expect("provisioner");
     for who in ["a@example.com", "b@example.com"] {
-        assert!(matches!(p.resolve(person(who)).await, Err(ProvisionError::Unavailable { .. })));
+        assert!(matches!(
+            p.resolve(person(who)).await,
+            Err(ProvisionError::Unavailable { .. })
+        ));
     }
     scim.clear_requests();
     let t = Instant::now();
     assert_eq!(
         p.resolve(person("c@example.com")).await,
-        Err(ProvisionError::Unavailable { reason: UnavailableReason::CircuitOpen })
+        Err(ProvisionError::Unavailable {
+            reason: UnavailableReason::CircuitOpen
+        })
     );
     assert!(t.elapsed() < Duration::from_millis(50));
     assert!(scim.requests().is_empty(), "an open breaker makes no call");
@@ -336,7 +459,11 @@ async fn fifty_concurrent_first_logins_make_one_lookup_and_one_create() {
     let logins: Vec<_> = (0..50)
         .map(|i| {
             let p = p.clone();
-            let email = if i % 2 == 0 { "burst@example.com" } else { "Burst@Example.com" };
+            let email = if i % 2 == 0 {
+                "burst@example.com"
+            } else {
+                "Burst@Example.com"
+            };
             tokio::spawn(async move { p.resolve(person(email)).await })
         })
         .collect();
@@ -367,13 +494,20 @@ async fn fifty_concurrent_first_logins_across_two_replicas_sharing_redis_make_on
         ids.insert(l.await.expect("task").expect("resolves").user_id);
     }
     assert_eq!(ids.len(), 1);
-    assert_eq!(scim.creates().len(), 1, "exactly one account across replicas");
+    assert_eq!(
+        scim.creates().len(),
+        1,
+        "exactly one account across replicas"
+    );
     assert_eq!(scim.lookups().len(), 2, "one lookup per replica");
     assert_eq!(scim.users().len(), 1);
     // The lock is released (compare-and-delete), not left to expire.
     let mut conn = redis().await;
-    let left: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.expect("KEYS");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -382,8 +516,14 @@ async fn a_conflict_on_create_is_answered_by_one_more_lookup() {
     let scim = FakeScim::start(TOKEN).await;
     scim.conflict_on_next_create();
     let p = provisioner(&config(&scim));
-    let who = p.resolve(person("race@example.com")).await.expect("found after 409");
-    assert_eq!(who.user_id.as_deref(), scim.user("race@example.com").expect("stored")["id"].as_str());
+    let who = p
+        .resolve(person("race@example.com"))
+        .await
+        .expect("found after 409");
+    assert_eq!(
+        who.user_id.as_deref(),
+        scim.user("race@example.com").expect("stored")["id"].as_str()
+    );
     assert_eq!(scim.creates().len(), 1);
     assert_eq!(scim.lookups().len(), 2);
     assert_eq!(scim.users().len(), 1);
@@ -394,8 +534,14 @@ async fn braze_conflict_without_scim_type_is_answered_by_a_lookup() {
     let scim = FakeScim::start_flavor(TOKEN, Flavor::Braze).await;
     scim.conflict_on_next_create();
     let mut cfg = config(&scim);
-    cfg.payload = Payload::Braze { request_origin: "https://d.example.com".into(), department: "bi".into() };
-    let who = provisioner(&cfg).resolve(person("race@example.com")).await.expect("found after 409");
+    cfg.payload = Payload::Braze {
+        request_origin: "https://d.example.com".into(),
+        department: "bi".into(),
+    };
+    let who = provisioner(&cfg)
+        .resolve(person("race@example.com"))
+        .await
+        .expect("found after 409");
     assert_eq!(who.workspace.as_deref(), Some("Production"));
     assert_eq!((scim.creates().len(), scim.lookups().len()), (1, 2));
 }
@@ -407,8 +553,15 @@ async fn filter_value_escapes_quotes_and_backslashes() {
     let odd = r#"o"d\d@example.com"#;
     p.resolve(person(odd)).await.expect("created");
     let l = &scim.lookups()[0];
-    assert_eq!(l.filter.as_deref(), Some(r#"userName eq "o\"d\\d@example.com""#));
-    assert!(l.query.as_deref().is_some_and(|q| q.contains("%5C%22") && q.contains("%5C%5C")));
+    assert_eq!(
+        l.filter.as_deref(),
+        Some(r#"userName eq "o\"d\\d@example.com""#)
+    );
+    assert!(
+        l.query
+            .as_deref()
+            .is_some_and(|q| q.contains("%5C%22") && q.contains("%5C%5C"))
+    );
     // Another replica (no shared cache) finds it through the escaped filter.
     let fresh = provisioner(&config(&scim));
     fresh.resolve(person(odd)).await.expect("found");
@@ -427,7 +580,11 @@ async fn sync_on_login_puts_rule_values_only_for_users_a_rule_covers() {
     scim.add_user("free@example.com", true);
     let mut cfg = config(&scim);
     cfg.mode = ProvisioningMode::SyncOnLogin;
-    cfg.rules = vec![ProvisioningRule { group: "ops".into(), workspace: "Ops".into(), permission_set: "Admin".into() }];
+    cfg.rules = vec![ProvisioningRule {
+        group: "ops".into(),
+        workspace: "Ops".into(),
+        permission_set: "Admin".into(),
+    }];
     let p = provisioner(&cfg);
 
     let mut sam = person("sam@example.com");
@@ -435,15 +592,27 @@ async fn sync_on_login_puts_rule_values_only_for_users_a_rule_covers() {
     sam.last_name = Some("New".into());
     sam.groups = vec!["ops".into()];
     let who = p.resolve(sam).await.expect("found and synced");
-    assert_eq!((who.workspace.as_deref(), who.permission_set.as_deref()), (Some("Ops"), Some("Admin")));
+    assert_eq!(
+        (who.workspace.as_deref(), who.permission_set.as_deref()),
+        (Some("Ops"), Some("Admin"))
+    );
     let puts = scim.replaces();
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].path, format!("/scim/v2/Users/{covered}"));
     let stored = scim.user("sam@example.com").expect("stored");
     assert_eq!(stored["name"]["familyName"], "New");
-    assert_eq!(stored["entitlements"], json!([{"value": "Ops", "type": "workspace"}]));
-    assert!(stored["roles"].as_array().is_some_and(|r| r.contains(&json!({"value": "keep", "type": "other"}))));
-    assert!(stored["roles"].as_array().is_some_and(|r| r.contains(&json!({"value": "Admin", "type": "permissionSet", "primary": true}))));
+    assert_eq!(
+        stored["entitlements"],
+        json!([{"value": "Ops", "type": "workspace"}])
+    );
+    assert!(
+        stored["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!({"value": "keep", "type": "other"})))
+    );
+    assert!(stored["roles"].as_array().is_some_and(|r| {
+        r.contains(&json!({"value": "Admin", "type": "permissionSet", "primary": true}))
+    }));
 
     // Not covered by a rule: left alone.
     p.resolve(person("free@example.com")).await.expect("found");
@@ -468,8 +637,20 @@ async fn outcomes_and_latency_are_exported() {
     let _ = p.resolve(Identity::default()).await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-    assert!(text.contains(r#"samlgate_provisioning_total{outcome="created"} 1"#), "{text}");
-    assert!(text.contains(r#"samlgate_provisioning_total{outcome="cached"} 1"#), "{text}");
-    assert!(text.contains(r#"samlgate_provisioning_total{outcome="no_email"} 1"#), "{text}");
-    assert!(text.contains(r#"samlgate_provisioning_admin_api_duration_seconds_count{op="create"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"samlgate_provisioning_total{outcome="created"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"samlgate_provisioning_total{outcome="cached"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"samlgate_provisioning_total{outcome="no_email"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"samlgate_provisioning_admin_api_duration_seconds_count{op="create"} 1"#),
+        "{text}"
+    );
 }

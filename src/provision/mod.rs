@@ -89,9 +89,13 @@ impl fmt::Display for UnavailableReason {
             Self::Timeout => f.write_str("it did not answer in time"),
             Self::Unreachable => f.write_str("it could not be reached"),
             Self::ServerError { status } => write!(f, "it answered with an error (HTTP {status})"),
-            Self::Refused { status } => write!(f, "it refused the gateway's request (HTTP {status})"),
+            Self::Refused { status } => {
+                write!(f, "it refused the gateway's request (HTTP {status})")
+            }
             Self::BadResponse => f.write_str("its answer could not be understood"),
-            Self::CircuitOpen => f.write_str("it has been failing; the gateway is giving it a short rest"),
+            Self::CircuitOpen => {
+                f.write_str("it has been failing; the gateway is giving it a short rest")
+            }
             Self::Lock => f.write_str("the gateway could not coordinate with its other replicas"),
         }
     }
@@ -103,7 +107,9 @@ impl fmt::Display for UnavailableReason {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProvisionError {
     /// The dashboard holds the user with `active: false`.
-    #[error("Your dashboard account is deactivated. Ask your dashboard administrator to reactivate it.")]
+    #[error(
+        "Your dashboard account is deactivated. Ask your dashboard administrator to reactivate it."
+    )]
     Inactive,
     /// The user does not exist and may not be created.
     #[error("{}", match .reason {
@@ -115,10 +121,14 @@ pub enum ProvisionError {
         reason: NotFoundReason,
     },
     /// The assertion carried no email (no email attribute and a NameID that is not an email).
-    #[error("Your identity provider did not send an email address, which is needed to find your dashboard account. Ask your identity provider administrator to release the email attribute.")]
+    #[error(
+        "Your identity provider did not send an email address, which is needed to find your dashboard account. Ask your identity provider administrator to release the email attribute."
+    )]
     NoEmail,
     /// The admin API is down, slow or failing; nothing was created. Retrying later may work.
-    #[error("The dashboard's user directory is unavailable right now ({reason}). Please try again in a minute.")]
+    #[error(
+        "The dashboard's user directory is unavailable right now ({reason}). Please try again in a minute."
+    )]
     Unavailable {
         /// What went wrong.
         reason: UnavailableReason,
@@ -130,8 +140,12 @@ impl ProvisionError {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Inactive => "inactive",
-            Self::NotFound { reason: NotFoundReason::Disabled } => "disabled",
-            Self::NotFound { reason: NotFoundReason::DomainNotAllowed } => "domain_not_allowed",
+            Self::NotFound {
+                reason: NotFoundReason::Disabled,
+            } => "disabled",
+            Self::NotFound {
+                reason: NotFoundReason::DomainNotAllowed,
+            } => "domain_not_allowed",
             Self::NoEmail => "no_email",
             Self::Unavailable { .. } => "unavailable",
         }
@@ -194,7 +208,9 @@ pub struct Provisioner {
 
 impl fmt::Debug for Provisioner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Provisioner").field("scim", &self.inner.scim).finish_non_exhaustive()
+        f.debug_struct("Provisioner")
+            .field("scim", &self.inner.scim)
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,14 +251,21 @@ impl Provisioner {
         tuning: Tuning,
     ) -> Result<Provisioner, Error> {
         let scim = ScimClient::new(&cfg.url, cfg.token.expose(), &cfg.payload, cfg.timeout)?;
-        let known = Cache::builder().max_capacity(tuning.cache_capacity).time_to_live(cfg.cache_ttl).build();
+        let known = Cache::builder()
+            .max_capacity(tuning.cache_capacity)
+            .time_to_live(cfg.cache_ttl)
+            .build();
         let refused = Cache::builder()
             .max_capacity(tuning.cache_capacity)
             .time_to_live(tuning.refusal_ttl.min(cfg.cache_ttl))
             .build();
         // The lock must outlive its holder's work: a lookup, a create and a second lookup.
         let lock_ttl = cfg.timeout * 4 + Duration::from_secs(1);
-        let lock = redis.map(|conn| RedisLock { conn, prefix: format!("{key_prefix}provision:lock:"), ttl: lock_ttl });
+        let lock = redis.map(|conn| RedisLock {
+            conn,
+            prefix: format!("{key_prefix}provision:lock:"),
+            ttl: lock_ttl,
+        });
         Ok(Provisioner {
             inner: Arc::new(Inner {
                 scim,
@@ -286,7 +309,13 @@ impl Provisioner {
         let inner = &self.inner;
         let Some(email) = login_email(&identity) else {
             inner.count("no_email");
-            audit_denied(&identity.subject, "-", &ProvisionError::NoEmail, started, false);
+            audit_denied(
+                &identity.subject,
+                "-",
+                &ProvisionError::NoEmail,
+                started,
+                false,
+            );
             return Err(ProvisionError::NoEmail);
         };
         let key = email.to_lowercase();
@@ -316,7 +345,12 @@ impl Provisioner {
             match in_flight.get(&key) {
                 Some(f) => (f.clone(), false),
                 None => {
-                    let f = Self::spawn_flight(self.inner.clone(), identity.clone(), email.clone(), key.clone());
+                    let f = Self::spawn_flight(
+                        self.inner.clone(),
+                        identity.clone(),
+                        email.clone(),
+                        key.clone(),
+                    );
                     in_flight.insert(key, f.clone());
                     (f, true)
                 }
@@ -341,7 +375,11 @@ impl Provisioner {
             let rule = inner.rule_name(&identity);
             match &result {
                 Ok(r) => {
-                    let event = if r.created { "provision.created" } else { "provision.found" };
+                    let event = if r.created {
+                        "provision.created"
+                    } else {
+                        "provision.found"
+                    };
                     tracing::info!(target: "audit", event, user = %email, user_id = %r.user_id, rule = %rule,
                         workspace = r.workspace.as_deref().unwrap_or(""), permission_set = r.permission_set.as_deref().unwrap_or(""),
                         cached = false, duration_ms = elapsed_ms(started));
@@ -356,7 +394,11 @@ impl Provisioner {
                     inner.refused.insert(key.clone(), e.clone());
                 }
             }
-            inner.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
             result
         });
         async move {
@@ -377,19 +419,28 @@ impl Inner {
 
     /// The first rule whose group the user is in.
     fn rule_for(&self, identity: &Identity) -> Option<&ProvisioningRule> {
-        self.rules.iter().find(|r| identity.groups.iter().any(|g| *g == r.group))
+        self.rules
+            .iter()
+            .find(|r| identity.groups.contains(&r.group))
     }
 
     fn rule_name(&self, identity: &Identity) -> String {
-        self.rule_for(identity).map_or_else(|| "default".to_string(), |r| r.group.clone())
+        self.rule_for(identity)
+            .map_or_else(|| "default".to_string(), |r| r.group.clone())
     }
 
     fn domain_allowed(&self, email: &str) -> bool {
-        self.allowed_domains.is_empty() || self.allowed_domains.iter().any(|d| d.matches_email(email))
+        self.allowed_domains.is_empty()
+            || self.allowed_domains.iter().any(|d| d.matches_email(email))
     }
 
     /// One decision, under the cross-replica lock when there is one.
-    async fn decide(&self, identity: &Identity, email: &str, key: &str) -> Result<Resolved, ProvisionError> {
+    async fn decide(
+        &self,
+        identity: &Identity,
+        email: &str,
+        key: &str,
+    ) -> Result<Resolved, ProvisionError> {
         self.breaker.check()?;
         let Some(lock) = &self.lock else {
             return self.look_up_or_create(identity, email).await;
@@ -400,19 +451,30 @@ impl Inner {
         result
     }
 
-    async fn look_up_or_create(&self, identity: &Identity, email: &str) -> Result<Resolved, ProvisionError> {
+    async fn look_up_or_create(
+        &self,
+        identity: &Identity,
+        email: &str,
+    ) -> Result<Resolved, ProvisionError> {
         if let Some(user) = self.look_up(email).await? {
             return self.existing(identity, email, user).await;
         }
         if !self.enabled {
-            return Err(ProvisionError::NotFound { reason: NotFoundReason::Disabled });
+            return Err(ProvisionError::NotFound {
+                reason: NotFoundReason::Disabled,
+            });
         }
         if !self.domain_allowed(email) {
-            return Err(ProvisionError::NotFound { reason: NotFoundReason::DomainNotAllowed });
+            return Err(ProvisionError::NotFound {
+                reason: NotFoundReason::DomainNotAllowed,
+            });
         }
         let (workspace, permission_set) = match self.rule_for(identity) {
             Some(r) => (r.workspace.as_str(), r.permission_set.as_str()),
-            None => (self.default_workspace.as_str(), self.default_permission_set.as_str()),
+            None => (
+                self.default_workspace.as_str(),
+                self.default_permission_set.as_str(),
+            ),
         };
         let new = new_user(identity, email, workspace, permission_set);
         let deadline = Instant::now() + self.timeout;
@@ -436,7 +498,9 @@ impl Inner {
                     Some(user) => self.existing(identity, email, user).await,
                     None => {
                         tracing::warn!(user = %email, "create answered 409 but the lookup finds no such user");
-                        Err(ProvisionError::Unavailable { reason: UnavailableReason::BadResponse })
+                        Err(ProvisionError::Unavailable {
+                            reason: UnavailableReason::BadResponse,
+                        })
                     }
                 }
             }
@@ -472,19 +536,29 @@ impl Inner {
 
     /// A found user: refused when inactive; in `sync_on_login` mode, updated when a rule covers
     /// them and the dashboard differs.
-    async fn existing(&self, identity: &Identity, email: &str, user: ScimUser) -> Result<Resolved, ProvisionError> {
+    async fn existing(
+        &self,
+        identity: &Identity,
+        email: &str,
+        user: ScimUser,
+    ) -> Result<Resolved, ProvisionError> {
         if !user.active {
             return Err(ProvisionError::Inactive);
         }
-        let mut resolved =
-            Resolved { user_id: user.id.clone(), workspace: user.workspace.clone(), permission_set: user.permission_set.clone(), created: false };
+        let mut resolved = Resolved {
+            user_id: user.id.clone(),
+            workspace: user.workspace.clone(),
+            permission_set: user.permission_set.clone(),
+            created: false,
+        };
         if self.mode != ProvisioningMode::SyncOnLogin {
             return Ok(resolved);
         }
         let Some(rule) = self.rule_for(identity) else {
             return Ok(resolved);
         };
-        let differs = |have: &Option<String>, want: Option<&String>| want.is_some() && have.as_ref() != want;
+        let differs =
+            |have: &Option<String>, want: Option<&String>| want.is_some() && have.as_ref() != want;
         let stale = user.workspace.as_deref() != Some(rule.workspace.as_str())
             || user.permission_set.as_deref() != Some(rule.permission_set.as_str())
             || differs(&user.given_name, identity.first_name.as_ref())
@@ -494,7 +568,11 @@ impl Inner {
         }
         let want = new_user(identity, email, &rule.workspace, &rule.permission_set);
         let body = self.scim.shape.replace_body(&user, &want);
-        match self.scim.replace(&user.id, &body, Instant::now() + self.timeout).await {
+        match self
+            .scim
+            .replace(&user.id, &body, Instant::now() + self.timeout)
+            .await
+        {
             Ok(_) => {
                 self.breaker.success();
                 tracing::info!(target: "audit", event = "provision.synced", user = %email, user_id = %user.id, rule = %rule.group,
@@ -519,7 +597,9 @@ impl Inner {
         let reason = match e {
             ScimError::Timeout => UnavailableReason::Timeout,
             ScimError::Transport(_) => UnavailableReason::Unreachable,
-            ScimError::Status { status, .. } if status >= 500 => UnavailableReason::ServerError { status },
+            ScimError::Status { status, .. } if status >= 500 => {
+                UnavailableReason::ServerError { status }
+            }
             ScimError::Status { status, .. } => UnavailableReason::Refused { status },
             ScimError::Conflict => UnavailableReason::Refused { status: 409 },
             ScimError::BadResponse(_) | ScimError::Template(_) => UnavailableReason::BadResponse,
@@ -532,8 +612,9 @@ impl Inner {
 fn login_email(identity: &Identity) -> Option<String> {
     let looks_like_email = |s: &str| {
         let s = s.trim();
-        s.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'))
-            && !s.contains(char::is_whitespace)
+        s.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        }) && !s.contains(char::is_whitespace)
     };
     identity
         .email
@@ -543,7 +624,12 @@ fn login_email(identity: &Identity) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn new_user<'a>(identity: &'a Identity, email: &'a str, workspace: &'a str, permission_set: &'a str) -> NewUser<'a> {
+fn new_user<'a>(
+    identity: &'a Identity,
+    email: &'a str,
+    workspace: &'a str,
+    permission_set: &'a str,
+) -> NewUser<'a> {
     NewUser {
         email,
         external_id: &identity.subject,
@@ -588,13 +674,20 @@ struct Breaker {
 
 impl Breaker {
     fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self { threshold: threshold.max(1), cooldown, failures: AtomicU32::new(0), open_until: Mutex::new(None) }
+        Self {
+            threshold: threshold.max(1),
+            cooldown,
+            failures: AtomicU32::new(0),
+            open_until: Mutex::new(None),
+        }
     }
 
     fn check(&self) -> Result<(), ProvisionError> {
         let open_until = *self.open_until.lock().unwrap_or_else(|p| p.into_inner());
         match open_until {
-            Some(t) if Instant::now() < t => Err(ProvisionError::Unavailable { reason: UnavailableReason::CircuitOpen }),
+            Some(t) if Instant::now() < t => Err(ProvisionError::Unavailable {
+                reason: UnavailableReason::CircuitOpen,
+            }),
             _ => Ok(()),
         }
     }
@@ -605,11 +698,18 @@ impl Breaker {
     }
 
     fn failure(&self) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         if n >= self.threshold {
             let mut open_until = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
             if open_until.is_none_or(|t| t <= Instant::now()) {
-                tracing::warn!(failures = n, cooldown_ms = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX), "admin API circuit breaker open");
+                tracing::warn!(
+                    failures = n,
+                    cooldown_ms = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX),
+                    "admin API circuit breaker open"
+                );
             }
             *open_until = Some(Instant::now() + self.cooldown);
         }
@@ -651,14 +751,18 @@ impl RedisLock {
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e, "provisioning lock: Redis failed");
-                    ProvisionError::Unavailable { reason: UnavailableReason::Lock }
+                    ProvisionError::Unavailable {
+                        reason: UnavailableReason::Lock,
+                    }
                 })?;
             if taken.is_some() {
                 return Ok(token);
             }
             if Instant::now() >= give_up {
                 tracing::warn!(lock = %name, "provisioning lock: still held by another replica");
-                return Err(ProvisionError::Unavailable { reason: UnavailableReason::Lock });
+                return Err(ProvisionError::Unavailable {
+                    reason: UnavailableReason::Lock,
+                });
             }
             let pause = Duration::from_millis(rand::rng().random_range(20..=60));
             tokio::time::sleep(pause).await;
@@ -668,7 +772,11 @@ impl RedisLock {
     async fn release(&self, key: &str, token: &str) {
         let name = format!("{}{key}", self.prefix);
         let mut conn = self.conn.clone();
-        let released: Result<i64, _> = redis::Script::new(RELEASE).key(&name).arg(token).invoke_async(&mut conn).await;
+        let released: Result<i64, _> = redis::Script::new(RELEASE)
+            .key(&name)
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await;
         if let Err(e) = released {
             // It expires on its own after the TTL.
             tracing::warn!(error = %e, lock = %name, "provisioning lock: release failed");

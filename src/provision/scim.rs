@@ -116,7 +116,10 @@ pub(crate) enum Step {
     Key(String),
     /// An array element: the first object whose members include all `literals` (the template's
     /// fixed members, such as `"type": "workspace"`), else the element at `index`.
-    Item { index: usize, literals: Vec<(String, Value)> },
+    Item {
+        index: usize,
+        literals: Vec<(String, Value)>,
+    },
 }
 
 /// Where the create payload puts the workspace and permission set, compiled from [`Payload`].
@@ -127,7 +130,11 @@ pub(crate) enum Shape {
     /// Braze: `department` and `permissions.appGroup[0]`.
     Braze { department: String },
     /// A JSON template; the paths say where `{{workspace}}`/`{{permission_set}}` sit in it.
-    Template { text: String, workspace: Option<Vec<Step>>, permission_set: Option<Vec<Step>> },
+    Template {
+        text: String,
+        workspace: Option<Vec<Step>>,
+        permission_set: Option<Vec<Step>>,
+    },
 }
 
 /// The sentinel a placeholder becomes when the template is parsed to find paths.
@@ -140,7 +147,9 @@ impl Shape {
     pub(crate) fn new(payload: &Payload) -> Self {
         match payload {
             Payload::Scim => Self::Scim,
-            Payload::Braze { department, .. } => Self::Braze { department: department.clone() },
+            Payload::Braze { department, .. } => Self::Braze {
+                department: department.clone(),
+            },
             Payload::Template { text, .. } => {
                 let probe = fill_template(text, &|name| sentinel(name));
                 let parsed: Value = serde_json::from_str(&probe).unwrap_or(Value::Null);
@@ -208,16 +217,26 @@ impl Shape {
             Self::Scim => scim_read_back(v),
             Self::Braze { .. } => {
                 let group = v.pointer("/permissions/appGroup/0");
-                let ws = group.and_then(|g| g.get("appGroupName")).and_then(Value::as_str);
+                let ws = group
+                    .and_then(|g| g.get("appGroupName"))
+                    .and_then(Value::as_str);
                 let ps = group
                     .and_then(|g| g.pointer("/appGroupPermissionSets/0/appGroupPermissionSetName"))
                     .and_then(Value::as_str);
                 (ws.map(str::to_string), ps.map(str::to_string))
             }
-            Self::Template { workspace, permission_set, .. } => {
+            Self::Template {
+                workspace,
+                permission_set,
+                ..
+            } => {
                 let (scim_ws, scim_ps) = scim_read_back(v);
-                let ws = workspace.as_ref().map_or(scim_ws, |p| follow(v, p).and_then(as_string));
-                let ps = permission_set.as_ref().map_or(scim_ps, |p| follow(v, p).and_then(as_string));
+                let ws = workspace
+                    .as_ref()
+                    .map_or(scim_ws, |p| follow(v, p).and_then(as_string));
+                let ps = permission_set
+                    .as_ref()
+                    .map_or(scim_ps, |p| follow(v, p).and_then(as_string));
                 (ws, ps)
             }
         }
@@ -233,8 +252,18 @@ impl Shape {
         set_name(&mut v, u.given_name, u.family_name);
         match self {
             Self::Scim => {
-                replace_typed(&mut v, "roles", "permissionSet", json!({"value": u.permission_set, "type": "permissionSet", "primary": true}));
-                replace_typed(&mut v, "entitlements", "workspace", json!({"value": u.workspace, "type": "workspace"}));
+                replace_typed(
+                    &mut v,
+                    "roles",
+                    "permissionSet",
+                    json!({"value": u.permission_set, "type": "permissionSet", "primary": true}),
+                );
+                replace_typed(
+                    &mut v,
+                    "entitlements",
+                    "workspace",
+                    json!({"value": u.workspace, "type": "workspace"}),
+                );
             }
             Self::Braze { department } => {
                 // Braze's PUT takes name, department and permissions; the first appGroup entry
@@ -242,11 +271,25 @@ impl Shape {
                 let mut groups: Vec<Value> = v
                     .pointer("/permissions/appGroup")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().skip(1).filter(|g| g.get("appGroupName").and_then(Value::as_str) != Some(u.workspace)).cloned().collect())
+                    .map(|a| {
+                        a.iter()
+                            .skip(1)
+                            .filter(|g| {
+                                g.get("appGroupName").and_then(Value::as_str) != Some(u.workspace)
+                            })
+                            .cloned()
+                            .collect()
+                    })
                     .unwrap_or_default();
                 groups.insert(0, braze_app_group(u.workspace, u.permission_set));
-                let company = v.pointer("/permissions/companyPermissions").cloned().unwrap_or_else(|| json!([]));
-                let department = v.get("department").cloned().unwrap_or_else(|| department.as_str().into());
+                let company = v
+                    .pointer("/permissions/companyPermissions")
+                    .cloned()
+                    .unwrap_or_else(|| json!([]));
+                let department = v
+                    .get("department")
+                    .cloned()
+                    .unwrap_or_else(|| department.as_str().into());
                 let name = v.get("name").cloned().unwrap_or_else(|| json!({}));
                 v = json!({
                     "schemas": [USER_SCHEMA],
@@ -255,7 +298,11 @@ impl Shape {
                     "permissions": {"companyPermissions": company, "appGroup": groups},
                 });
             }
-            Self::Template { workspace, permission_set, .. } => {
+            Self::Template {
+                workspace,
+                permission_set,
+                ..
+            } => {
                 if let Some(p) = workspace {
                     set_at(&mut v, p, u.workspace);
                 }
@@ -265,10 +312,20 @@ impl Shape {
                 if workspace.is_none() || permission_set.is_none() {
                     // The template does not say where; fall back to the RFC 7643 places.
                     if workspace.is_none() {
-                        replace_typed(&mut v, "entitlements", "workspace", json!({"value": u.workspace, "type": "workspace"}));
+                        replace_typed(
+                            &mut v,
+                            "entitlements",
+                            "workspace",
+                            json!({"value": u.workspace, "type": "workspace"}),
+                        );
                     }
                     if permission_set.is_none() {
-                        replace_typed(&mut v, "roles", "permissionSet", json!({"value": u.permission_set, "type": "permissionSet", "primary": true}));
+                        replace_typed(
+                            &mut v,
+                            "roles",
+                            "permissionSet",
+                            json!({"value": u.permission_set, "type": "permissionSet", "primary": true}),
+                        );
                     }
                 }
             }
@@ -289,10 +346,24 @@ impl Shape {
             Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
             _ => true,
         };
-        let given_name = v.pointer("/name/givenName").and_then(Value::as_str).map(str::to_string);
-        let family_name = v.pointer("/name/familyName").and_then(Value::as_str).map(str::to_string);
+        let given_name = v
+            .pointer("/name/givenName")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let family_name = v
+            .pointer("/name/familyName")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let (workspace, permission_set) = self.read_back(&v);
-        Ok(ScimUser { id, active, given_name, family_name, workspace, permission_set, raw: v })
+        Ok(ScimUser {
+            id,
+            active,
+            given_name,
+            family_name,
+            workspace,
+            permission_set,
+            raw: v,
+        })
     }
 }
 
@@ -301,17 +372,30 @@ fn braze_app_group(workspace: &str, permission_set: &str) -> Value {
 }
 
 fn scim_read_back(v: &Value) -> (Option<String>, Option<String>) {
-    (typed_value(v, "entitlements", "workspace", false), typed_value(v, "roles", "permissionSet", true))
+    (
+        typed_value(v, "entitlements", "workspace", false),
+        typed_value(v, "roles", "permissionSet", true),
+    )
 }
 
 /// The `value` of the multi-valued attribute `attr`'s entry of `type` (RFC 7643 §2.4), the
 /// primary one first when `prefer_primary`.
 fn typed_value(v: &Value, attr: &str, ty: &str, prefer_primary: bool) -> Option<String> {
     let items = v.get(attr)?.as_array()?;
-    let of_type = |i: &&Value| i.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(ty));
+    let of_type = |i: &&Value| {
+        i.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case(ty))
+    };
     let primary = |i: &&Value| i.get("primary").and_then(Value::as_bool) == Some(true);
-    let pick = if prefer_primary { items.iter().filter(of_type).find(primary) } else { None };
-    pick.or_else(|| items.iter().find(of_type)).and_then(|i| i.get("value")).and_then(as_string)
+    let pick = if prefer_primary {
+        items.iter().filter(of_type).find(primary)
+    } else {
+        None
+    };
+    pick.or_else(|| items.iter().find(of_type))
+        .and_then(|i| i.get("value"))
+        .and_then(as_string)
 }
 
 /// Replaces every entry of `type` in the multi-valued `attr` by `entry`, keeping the others.
@@ -320,7 +404,16 @@ fn replace_typed(v: &mut Value, attr: &str, ty: &str, entry: Value) {
     let mut items: Vec<Value> = obj
         .get(attr)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter(|i| !i.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(ty))).cloned().collect())
+        .map(|a| {
+            a.iter()
+                .filter(|i| {
+                    !i.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(ty))
+                })
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     items.insert(0, entry);
     obj.insert(attr.into(), Value::Array(items));
@@ -382,7 +475,11 @@ fn find_path(v: &Value, needle: &str) -> Option<Vec<Step>> {
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .filter(|(_, x)| matches!(x, Value::String(s) if !s.contains("@@samlgate:")) || x.is_boolean() || x.is_number())
+                        .filter(|(_, x)| {
+                            matches!(x, Value::String(s) if !s.contains("@@samlgate:"))
+                                || x.is_boolean()
+                                || x.is_number()
+                        })
                         .map(|(k, x)| (k.clone(), x.clone()))
                         .collect()
                 })
@@ -396,7 +493,9 @@ fn find_path(v: &Value, needle: &str) -> Option<Vec<Step>> {
 
 fn pick_item(a: &[Value], index: usize, literals: &[(String, Value)]) -> Option<usize> {
     if !literals.is_empty()
-        && let Some(i) = a.iter().position(|x| literals.iter().all(|(k, l)| x.get(k) == Some(l)))
+        && let Some(i) = a
+            .iter()
+            .position(|x| literals.iter().all(|(k, l)| x.get(k) == Some(l)))
     {
         return Some(i);
     }
@@ -423,7 +522,9 @@ fn set_at(v: &mut Value, path: &[Step], value: &str) {
             },
             Step::Item { index, literals } => {
                 let Some(a) = cur.as_array_mut() else { return };
-                let Some(i) = pick_item(a, *index, literals) else { return };
+                let Some(i) = pick_item(a, *index, literals) else {
+                    return;
+                };
                 &mut a[i]
             }
         };
@@ -477,7 +578,10 @@ pub(crate) struct ScimClient {
 
 impl fmt::Debug for ScimClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScimClient").field("base", &self.base).field("shape", &self.shape).finish_non_exhaustive()
+        f.debug_struct("ScimClient")
+            .field("base", &self.base)
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
     }
 }
 
@@ -497,9 +601,16 @@ pub(crate) enum BuildError {
 
 impl ScimClient {
     /// Builds the client for `base` (without a trailing slash).
-    pub(crate) fn new(base: &str, token: &str, payload: &Payload, connect_timeout: Duration) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        base: &str,
+        token: &str,
+        payload: &Payload,
+        connect_timeout: Duration,
+    ) -> Result<Self, BuildError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(BuildError::Tls)?
@@ -514,19 +625,27 @@ impl ScimClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
 
-        let mut authorization = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| BuildError::Token)?;
+        let mut authorization =
+            HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| BuildError::Token)?;
         authorization.set_sensitive(true);
         let (media_type, request_origin) = match payload {
             Payload::Braze { request_origin, .. } => (
                 HeaderValue::from_static("application/json"),
-                Some(HeaderValue::try_from(request_origin.as_str()).map_err(|_| BuildError::RequestOrigin)?),
+                Some(
+                    HeaderValue::try_from(request_origin.as_str())
+                        .map_err(|_| BuildError::RequestOrigin)?,
+                ),
             ),
             _ => (HeaderValue::from_static(SCIM_MEDIA_TYPE), None),
         };
         let latency = Family::<OpLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
         Ok(Self {
             http: client,
@@ -541,13 +660,24 @@ impl ScimClient {
 
     /// `GET {base}/Users?filter=userName eq "<user_name>"` (RFC 7644 §3.4.2.2): the user whose
     /// `userName` equals `user_name` case-insensitively, if any. One attempt.
-    pub(crate) async fn lookup(&self, user_name: &str, deadline: Instant) -> Result<Option<ScimUser>, ScimError> {
-        let uri = format!("{}/Users?filter={}", self.base, percent_encode(&user_name_filter(user_name)));
-        let (status, body) = self.call("lookup", Method::GET, uri, None, deadline).await?;
+    pub(crate) async fn lookup(
+        &self,
+        user_name: &str,
+        deadline: Instant,
+    ) -> Result<Option<ScimUser>, ScimError> {
+        let uri = format!(
+            "{}/Users?filter={}",
+            self.base,
+            percent_encode(&user_name_filter(user_name))
+        );
+        let (status, body) = self
+            .call("lookup", Method::GET, uri, None, deadline)
+            .await?;
         if status != StatusCode::OK {
             return Err(status_error(status, &body));
         }
-        let list: Value = serde_json::from_slice(&body).map_err(|e| ScimError::BadResponse(format!("ListResponse is not JSON: {e}")))?;
+        let list: Value = serde_json::from_slice(&body)
+            .map_err(|e| ScimError::BadResponse(format!("ListResponse is not JSON: {e}")))?;
         // RFC 7644 §3.4.2: `Resources` may be absent when totalResults is 0.
         let resources = match list.get("Resources") {
             Some(Value::Array(a)) => a.as_slice(),
@@ -557,7 +687,10 @@ impl ScimClient {
         // The filter is the server's business; the decision is ours: userName is caseExact=false
         // (RFC 7643 §4.1.1), so compare case-insensitively and ignore anything else returned.
         for r in resources {
-            let name = r.get("userName").and_then(Value::as_str).unwrap_or_default();
+            let name = r
+                .get("userName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if name.to_lowercase() == user_name.to_lowercase() {
                 return self.shape.user(r.clone()).map(Some);
             }
@@ -566,13 +699,27 @@ impl ScimClient {
     }
 
     /// `POST {base}/Users` (RFC 7644 §3.3): 201 gives the new user; 409 is [`ScimError::Conflict`].
-    pub(crate) async fn create(&self, user: &NewUser<'_>, deadline: Instant) -> Result<ScimUser, ScimError> {
+    pub(crate) async fn create(
+        &self,
+        user: &NewUser<'_>,
+        deadline: Instant,
+    ) -> Result<ScimUser, ScimError> {
         let body = self.shape.create_body(user)?;
         let uri = format!("{}/Users", self.base);
-        let (status, resp) = self.call("create", Method::POST, uri, Some(body.to_string().into_bytes()), deadline).await?;
+        let (status, resp) = self
+            .call(
+                "create",
+                Method::POST,
+                uri,
+                Some(body.to_string().into_bytes()),
+                deadline,
+            )
+            .await?;
         match status {
             StatusCode::CREATED | StatusCode::OK => {
-                let v = serde_json::from_slice(&resp).map_err(|e| ScimError::BadResponse(format!("created user is not JSON: {e}")))?;
+                let v = serde_json::from_slice(&resp).map_err(|e| {
+                    ScimError::BadResponse(format!("created user is not JSON: {e}"))
+                })?;
                 self.shape.user(v)
             }
             StatusCode::CONFLICT => Err(ScimError::Conflict),
@@ -581,13 +728,27 @@ impl ScimClient {
     }
 
     /// `PUT {base}/Users/{id}` (RFC 7644 §3.5.1) with `body`.
-    pub(crate) async fn replace(&self, id: &str, body: &Value, deadline: Instant) -> Result<ScimUser, ScimError> {
+    pub(crate) async fn replace(
+        &self,
+        id: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<ScimUser, ScimError> {
         let uri = format!("{}/Users/{}", self.base, percent_encode(id));
-        let (status, resp) = self.call("replace", Method::PUT, uri, Some(body.to_string().into_bytes()), deadline).await?;
+        let (status, resp) = self
+            .call(
+                "replace",
+                Method::PUT,
+                uri,
+                Some(body.to_string().into_bytes()),
+                deadline,
+            )
+            .await?;
         if status != StatusCode::OK {
             return Err(status_error(status, &resp));
         }
-        let v = serde_json::from_slice(&resp).map_err(|e| ScimError::BadResponse(format!("replaced user is not JSON: {e}")))?;
+        let v = serde_json::from_slice(&resp)
+            .map_err(|e| ScimError::BadResponse(format!("replaced user is not JSON: {e}")))?;
         self.shape.user(v)
     }
 
@@ -621,7 +782,11 @@ impl ScimClient {
             .map_err(|e| ScimError::Transport(format!("cannot build the request: {e}")))?;
         let started = Instant::now();
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| ScimError::Transport(describe(&e)))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ScimError::Transport(describe(&e)))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
@@ -634,7 +799,9 @@ impl ScimClient {
             Ok(r) => r,
             Err(_) => Err(ScimError::Timeout),
         };
-        self.latency.get_or_create(&OpLabel { op }).observe(started.elapsed().as_secs_f64());
+        self.latency
+            .get_or_create(&OpLabel { op })
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 }
@@ -653,10 +820,15 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn status_error(status: StatusCode, body: &[u8]) -> ScimError {
     // RFC 7644 §3.12: errors carry `detail`; keep it short, it may end up in a log line.
-    let detail = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(Value::as_str).map(|d| d.chars().take(200).collect()));
-    ScimError::Status { status: status.as_u16(), detail }
+    let detail = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("detail")
+            .and_then(Value::as_str)
+            .map(|d| d.chars().take(200).collect())
+    });
+    ScimError::Status {
+        status: status.as_u16(),
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -665,8 +837,14 @@ mod tests {
 
     #[test]
     fn filter_escapes_quotes_and_backslashes() {
-        assert_eq!(user_name_filter(r#"a"b\c@x.io"#), r#"userName eq "a\"b\\c@x.io""#);
-        assert_eq!(percent_encode(r#"userName eq "a+b""#), "userName%20eq%20%22a%2Bb%22");
+        assert_eq!(
+            user_name_filter(r#"a"b\c@x.io"#),
+            r#"userName eq "a\"b\\c@x.io""#
+        );
+        assert_eq!(
+            percent_encode(r#"userName eq "a+b""#),
+            "userName%20eq%20%22a%2Bb%22"
+        );
     }
 
     #[test]
@@ -674,7 +852,10 @@ mod tests {
         let text = r#"{"userName":"{{email}}","x":{"groups":"{{ groups }}"},
             "roles":[{"type":"other","value":"o"},{"type":"ps","value":"{{permission_set}}"}],
             "ws":"{{workspace}}","n":"{{first_name}} {{last_name}}"}"#;
-        let shape = Shape::new(&Payload::Template { path: "t.json".into(), text: text.into() });
+        let shape = Shape::new(&Payload::Template {
+            path: "t.json".into(),
+            text: text.into(),
+        });
         let groups = vec!["a\"b".to_string(), "c".to_string()];
         let u = NewUser {
             email: "q\"@x.io",
@@ -691,13 +872,19 @@ mod tests {
         assert_eq!(body["n"], "A\\ ");
         let mut back = body.clone();
         back["roles"] = json!([{"type":"ps","value":"P2"},{"type":"other","value":"o"}]);
-        assert_eq!(shape.read_back(&back), (Some("W".into()), Some("P2".into())));
+        assert_eq!(
+            shape.read_back(&back),
+            (Some("W".into()), Some("P2".into()))
+        );
     }
 
     #[test]
     fn scim_read_back_prefers_typed_primary() {
         let v = json!({"roles":[{"value":"x","type":"other"},{"value":"A","type":"permissionSet","primary":true}],
                        "entitlements":[{"value":"Prod","type":"workspace"}]});
-        assert_eq!(Shape::Scim.read_back(&v), (Some("Prod".into()), Some("A".into())));
+        assert_eq!(
+            Shape::Scim.read_back(&v),
+            (Some("Prod".into()), Some("A".into()))
+        );
     }
 }

@@ -69,7 +69,10 @@ pub struct Recorded {
 impl Recorded {
     /// A header's value as a string ("" when absent).
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -106,7 +109,9 @@ impl FakeScim {
 
     /// Starts a fake of the given flavour.
     pub async fn start_flavor(token: &str, flavor: Flavor) -> FakeScim {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake SCIM server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake SCIM server");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State {
             token: token.to_string(),
@@ -122,12 +127,15 @@ impl FakeScim {
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = accept_state.clone();
                 let mut stop_rx = stop_rx.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(state.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         _ = conn => {}
                         _ = stop_rx.changed() => {}
@@ -135,7 +143,12 @@ impl FakeScim {
                 });
             }
         });
-        FakeScim { addr, state, stop, accept }
+        FakeScim {
+            addr,
+            state,
+            stop,
+            accept,
+        }
     }
 
     /// The SCIM base URL, e.g. `http://127.0.0.1:41234/scim/v2` (no trailing slash).
@@ -159,17 +172,26 @@ impl FakeScim {
 
     /// The lookups (`GET /Users` with a filter) received so far.
     pub fn lookups(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.method == Method::GET && r.path.ends_with("/Users")).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::GET && r.path.ends_with("/Users"))
+            .collect()
     }
 
     /// The creates (`POST /Users`) received so far.
     pub fn creates(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.method == Method::POST).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::POST)
+            .collect()
     }
 
     /// The replaces (`PUT /Users/{id}`) received so far.
     pub fn replaces(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.method == Method::PUT).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::PUT)
+            .collect()
     }
 
     /// Forgets the recorded requests.
@@ -202,7 +224,11 @@ impl FakeScim {
     /// Stores a user resource as is (an `id` and `meta` are added when missing); returns its id.
     pub fn preload(&self, mut user: Value) -> String {
         let mut st = self.state();
-        let id = user.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| st.new_id());
+        let id = user
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| st.new_id());
         user["id"] = json!(id);
         if user.get("meta").is_none() {
             user["meta"] = meta(&id);
@@ -232,7 +258,11 @@ impl FakeScim {
 
     /// The stored user with this userName (case-insensitive).
     pub fn user(&self, user_name: &str) -> Option<Value> {
-        self.state().users.iter().find(|u| same_name(u, user_name)).cloned()
+        self.state()
+            .users
+            .iter()
+            .find(|u| same_name(u, user_name))
+            .cloned()
     }
 
     /// Every stored user.
@@ -255,12 +285,21 @@ fn meta(id: &str) -> Value {
 }
 
 fn same_name(u: &Value, name: &str) -> bool {
-    u.get("userName").and_then(Value::as_str).is_some_and(|n| n.to_lowercase() == name.to_lowercase())
+    u.get("userName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.to_lowercase() == name.to_lowercase())
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let query = parts.uri.query().map(str::to_string);
     let filter = query.as_deref().and_then(|q| query_param(q, "filter"));
     let recorded = Recorded {
@@ -281,15 +320,23 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
     }
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     let (status, body) = answer(&mut st, &recorded);
-    let media = if flavor == Flavor::Braze { "application/json" } else { "application/scim+json" };
+    let media = if flavor == Flavor::Braze {
+        "application/json"
+    } else {
+        "application/scim+json"
+    };
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(media));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(media),
+    );
     Ok(resp)
 }
 
 fn error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> (StatusCode, Value) {
-    let mut v = json!({"schemas": [ERROR_SCHEMA], "status": status.as_u16().to_string(), "detail": detail});
+    let mut v =
+        json!({"schemas": [ERROR_SCHEMA], "status": status.as_u16().to_string(), "detail": detail});
     if let Some(t) = scim_type {
         v["scimType"] = json!(t);
     }
@@ -298,7 +345,11 @@ fn error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> (StatusCo
 
 fn answer(st: &mut State, req: &Recorded) -> (StatusCode, Value) {
     if req.header("authorization") != format!("Bearer {}", st.token) {
-        return error(StatusCode::UNAUTHORIZED, None, "missing or wrong bearer token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "missing or wrong bearer token",
+        );
     }
     if let Some(code) = st.failure {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -321,7 +372,11 @@ fn answer(st: &mut State, req: &Recorded) -> (StatusCode, Value) {
             };
             let mut new = req.body.clone();
             if !new.is_object() {
-                return error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "body is not a JSON object");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Some("invalidSyntax"),
+                    "body is not a JSON object",
+                );
             }
             // RFC 7644 §3.5.1: id and meta are the server's; userName kept when not sent (Braze).
             new["id"] = json!(id);
@@ -350,9 +405,17 @@ fn list(st: &State, filter: Option<&str>) -> (StatusCode, Value) {
         None => st.users.clone(),
         Some(f) => {
             let Some(name) = parse_user_name_filter(f) else {
-                return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), "only `userName eq \"…\"` is supported");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Some("invalidFilter"),
+                    "only `userName eq \"…\"` is supported",
+                );
             };
-            st.users.iter().filter(|u| same_name(u, &name)).cloned().collect()
+            st.users
+                .iter()
+                .filter(|u| same_name(u, &name))
+                .cloned()
+                .collect()
         }
     };
     (
@@ -363,20 +426,40 @@ fn list(st: &State, filter: Option<&str>) -> (StatusCode, Value) {
 }
 
 fn create(st: &mut State, body: &Value) -> (StatusCode, Value) {
-    let Some(name) = body.get("userName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, Some("invalidValue"), "userName is required");
+    let Some(name) = body
+        .get("userName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+            "userName is required",
+        );
     };
-    let uniqueness = if st.flavor == Flavor::Braze { None } else { Some("uniqueness") };
+    let uniqueness = if st.flavor == Flavor::Braze {
+        None
+    } else {
+        Some("uniqueness")
+    };
     if std::mem::take(&mut st.conflict_next_create) {
         let mut other = body.clone();
         let id = st.new_id();
         other["id"] = json!(id);
         other["meta"] = meta(&id);
         st.users.push(other);
-        return error(StatusCode::CONFLICT, uniqueness, "userName is already taken (by another replica)");
+        return error(
+            StatusCode::CONFLICT,
+            uniqueness,
+            "userName is already taken (by another replica)",
+        );
     }
     if st.users.iter().any(|u| same_name(u, name)) {
-        return error(StatusCode::CONFLICT, uniqueness, "userName is already taken");
+        return error(
+            StatusCode::CONFLICT,
+            uniqueness,
+            "userName is already taken",
+        );
     }
     let mut user = body.clone();
     let id = st.new_id();
@@ -415,7 +498,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;
