@@ -322,10 +322,7 @@ impl Provisioner {
 
         // The hot path of a returning user: one cache hit, no admin-API call.
         if let Some(hit) = inner.known.get(&key) {
-            inner.count("cached");
-            tracing::info!(target: "audit", event = "provision.found", user = %email, user_id = %hit.user_id,
-                rule = inner.rule_name(&identity), cached = true, duration_ms = elapsed_ms(started));
-            return Ok(apply(identity, email, &hit));
+            return Ok(inner.cache_hit(identity, email, &hit, started));
         }
 
         let (flight, leader) = {
@@ -333,13 +330,12 @@ impl Provisioner {
             // Re-checked under the lock: a flight fills the caches before it leaves the map.
             if let Some(hit) = inner.known.get(&key) {
                 drop(in_flight);
-                inner.count("cached");
-                return Ok(apply(identity, email, &hit));
+                return Ok(inner.cache_hit(identity, email, &hit, started));
             }
             if let Some(refusal) = inner.refused.get(&key) {
                 drop(in_flight);
                 inner.count(refusal.as_str());
-                audit_denied(&email, &inner.rule_name(&identity), &refusal, started, true);
+                audit_denied(&email, inner.rule_name(&identity), &refusal, started, true);
                 return Err(refusal);
             }
             match in_flight.get(&key) {
@@ -390,7 +386,7 @@ impl Provisioner {
                         reason = reason.as_str(), detail = %e, duration_ms = elapsed_ms(started));
                 }
                 Err(e) => {
-                    audit_denied(&email, &rule, e, started, false);
+                    audit_denied(&email, rule, e, started, false);
                     inner.refused.insert(key.clone(), e.clone());
                 }
             }
@@ -424,9 +420,23 @@ impl Inner {
             .find(|r| identity.groups.contains(&r.group))
     }
 
-    fn rule_name(&self, identity: &Identity) -> String {
+    fn rule_name<'a>(&'a self, identity: &Identity) -> &'a str {
         self.rule_for(identity)
-            .map_or_else(|| "default".to_string(), |r| r.group.clone())
+            .map_or("default", |r| r.group.as_str())
+    }
+
+    /// A returning user within `cache_ttl`: counted, audited, no admin-API call.
+    fn cache_hit(
+        &self,
+        identity: Identity,
+        email: String,
+        hit: &Resolved,
+        started: Instant,
+    ) -> Identity {
+        self.count("cached");
+        tracing::info!(target: "audit", event = "provision.found", user = %email, user_id = %hit.user_id,
+            rule = self.rule_name(&identity), cached = true, duration_ms = elapsed_ms(started));
+        apply(identity, email, hit)
     }
 
     fn domain_allowed(&self, email: &str) -> bool {
