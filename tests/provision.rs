@@ -392,6 +392,8 @@ async fn a_slow_admin_api_is_unavailable_after_the_timeout() {
 async fn refused_connections_are_unavailable_quickly() {
     let scim = FakeScim::start(TOKEN).await;
     let p = provisioner(&config(&scim));
+    // A pooled keep-alive connection exists; refusing closes it too.
+    p.resolve(person("before@example.com")).await.expect("up");
     scim.refuse_connections();
     let t = Instant::now();
     let e = p.resolve(person("r@example.com")).await;
