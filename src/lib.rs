@@ -20,6 +20,7 @@ pub mod error;
 pub mod headers;
 pub mod identity;
 pub mod pages;
+pub mod provision;
 pub mod proxy;
 pub mod saml;
 pub mod server;

@@ -1,6 +1,7 @@
-//! Test support: fakes of samlgate's neighbours speaking the real wire format, and helpers that
-//! start the real gateway on 127.0.0.1 port 0.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Test support: fakes of samlgate's neighbours speaking the real wire format on 127.0.0.1
+//! port 0, and helpers that start the real gateway there.
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a different part
 
 pub mod dashboard;
+pub mod fake_scim;
 pub mod gateway;
