@@ -3,22 +3,40 @@
 //! once, here, with one access-log line per request.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
 
-use crate::access::{self, NormalPath};
-use crate::body::{Body, full};
-use crate::config::{Config, PathPattern};
+use crate::access;
+use crate::body::{Body, empty, full};
+use crate::config::{Config, PathPattern, StoreKind};
 use crate::error::Error;
 use crate::headers::{self, IdentityHeaders};
+use crate::identity::Identity;
+use crate::provision::{ProvisionError, Provisioner};
 use crate::proxy::{Peer, Proxy};
+use crate::saml::{self, Saml, Verified};
+use crate::session::{PendingLogin, Session, Sessions};
 use crate::telemetry::Metrics;
 
 /// `X-Request-Id`
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Prefix of the short-lived cookie that binds a pending login to the browser that started it;
+/// the RelayState token's first characters complete the name, so parallel logins in several
+/// tabs do not overwrite each other.
+const BINDING_COOKIE: &str = "samlgate_login_";
+/// Characters of the RelayState token used in the binding cookie's name.
+const BINDING_NAME_CHARS: usize = 10;
 
 /// Why the app could not be built (bad files, unreachable stores…): reported by `check` and
 /// refused by `serve`.
@@ -33,6 +51,21 @@ pub enum StartError {
     /// TLS files could not be loaded.
     #[error("server.tls: {0}")]
     Tls(String),
+    /// The SAML SP could not be set up (IdP metadata, SP keys).
+    #[error(transparent)]
+    Saml(#[from] saml::SetupError),
+    /// The session store could not be set up.
+    #[error("session: {0}")]
+    Session(#[from] crate::session::Error),
+    /// The provisioning client could not be set up.
+    #[error("provisioning: {0}")]
+    Provision(String),
+}
+
+/// Labels of `samlgate_saml_responses_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 /// The gateway, built once.
@@ -42,8 +75,14 @@ pub struct App {
     proxy: Proxy,
     public_paths: Vec<PathPattern>,
     identity_headers: IdentityHeaders,
+    access: access::Policy,
+    saml: Arc<Saml>,
+    sessions: Sessions,
+    provisioner: Option<Provisioner>,
     /// Request metrics.
     pub metrics: Metrics,
+    saml_results: Family<ResultLabels, Counter>,
+    saml_verify_seconds: Histogram,
     registry: Registry,
 }
 
@@ -54,14 +93,59 @@ impl App {
         let metrics = Metrics::register(&mut registry);
         let proxy = Proxy::new(&config.upstream, &config.server.trusted_proxies)?;
         let identity_headers = IdentityHeaders::new(&config.headers)?;
+        let saml = Arc::new(Saml::from_config(&config.saml)?);
+        let sessions = Sessions::new(&config.session, config.server.public_https).await?;
+        sessions.register(&mut registry);
+        let provisioner = match &config.provisioning {
+            None => None,
+            Some(p) => {
+                let redis = match config.session.store {
+                    StoreKind::Memory => None,
+                    StoreKind::Redis => Some(redis_manager(&config).await?),
+                };
+                let prov = Provisioner::new(p, redis, &config.session.redis_key_prefix)
+                    .map_err(|e| StartError::Provision(e.to_string()))?;
+                prov.register_metrics(&mut registry);
+                Some(prov)
+            }
+        };
+        let saml_results = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "samlgate_saml_responses",
+            "SAML responses received at the ACS, by result",
+            saml_results.clone(),
+        );
+        let saml_verify_seconds =
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]);
+        registry.register(
+            "samlgate_saml_verify_duration_seconds",
+            "Time to verify a SAML response (parse, signature, checks)",
+            saml_verify_seconds.clone(),
+        );
         Ok(Arc::new(App {
             public_paths: config.upstream.public_paths.clone(),
+            access: access::Policy::new(&config.access),
             proxy,
             identity_headers,
+            saml,
+            sessions,
+            provisioner,
             metrics,
+            saml_results,
+            saml_verify_seconds,
             registry,
             config,
         }))
+    }
+
+    /// The session layer (tests and the demo use it).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The SAML SP (tests and the demo use it).
+    pub fn saml(&self) -> &Saml {
+        &self.saml
     }
 
     /// The gateway listener's entry point: never fails, always answers.
@@ -110,13 +194,37 @@ impl App {
         req: Request<Incoming>,
         peer: Peer,
     ) -> (&'static str, Result<Response<Body>, Error>) {
-        match (req.method(), req.uri().path()) {
-            (_, p) if p.starts_with("/saml/") => ("saml", Err(Error::NotFound)),
-            _ => self.forward(req, peer).await,
-        }
+        let route = match req.uri().path() {
+            "/saml/auth" => "auth",
+            p if p.starts_with("/saml/") || p.starts_with("/.well-known/samlgate/") => "saml",
+            _ => return self.forward(req, peer).await,
+        };
+        let result = match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/saml/metadata") => Ok(self.metadata()),
+            (&Method::GET, "/saml/login") => {
+                let return_to =
+                    query_param(req.uri().query(), "return_to").unwrap_or_else(|| "/".into());
+                self.start_login(&return_to).await
+            }
+            (&Method::POST, "/saml/acs") => self.finish_login(req).await,
+            (&Method::GET | &Method::POST, "/saml/logout") => self.logout(req).await,
+            (&Method::GET, "/saml/auth") => self.forward_auth(&req, peer).await,
+            (&Method::GET, "/saml/userinfo") => self.userinfo(&req).await,
+            (
+                _,
+                "/saml/metadata" | "/saml/login" | "/saml/acs" | "/saml/logout" | "/saml/auth"
+                | "/saml/userinfo",
+            ) => Err(Error::MethodNotAllowed),
+            _ => Err(Error::NotFound),
+        };
+        (route, result)
     }
 
-    /// Public path → forwarded without identity; otherwise a session is required.
+    // -----------------------------------------------------------------------------------------
+    // Forwarding
+    // -----------------------------------------------------------------------------------------
+
+    /// Public path → forwarded without identity; otherwise session → access → forward.
     async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
@@ -124,39 +232,419 @@ impl App {
     ) -> (&'static str, Result<Response<Body>, Error>) {
         let path = access::normalize(req.uri().path());
         if access::is_public(&self.public_paths, &path) {
-            self.prepare_upstream_headers(&mut req);
+            self.strip_client_identity(req.headers_mut());
             return (
                 "public",
                 self.proxy.forward(req, peer).await.map_err(Error::from),
             );
         }
-        ("proxy", Err(self.unauthenticated(&req, &path)))
+        let result = async {
+            let Some(session) = self.load_session(req.headers()).await? else {
+                return self.unauthenticated(&req).await;
+            };
+            self.access
+                .authorize(&session.identity, req.method(), &path)?;
+            self.strip_client_identity(req.headers_mut());
+            self.identity_headers
+                .inject(req.headers_mut(), &session.identity);
+            Ok(self.proxy.forward(req, peer).await?)
+        };
+        ("proxy", result.await)
     }
 
     /// Removes what the dashboard must never see from a client: planted identity headers and
-    /// our own cookies.
-    fn prepare_upstream_headers(&self, req: &mut Request<Incoming>) {
-        self.identity_headers.strip(req.headers_mut());
-        headers::strip_cookies(req.headers_mut(), &[]);
+    /// samlgate's own cookies.
+    fn strip_client_identity(&self, headers: &mut HeaderMap) {
+        self.identity_headers.strip(headers);
+        headers::strip_cookies(headers, &[self.sessions.cookie_name()]);
     }
 
-    fn unauthenticated(&self, req: &Request<Incoming>, _path: &NormalPath) -> Error {
+    async fn load_session(&self, headers: &HeaderMap) -> Result<Option<Session>, Error> {
+        self.sessions.load(headers).await.map_err(session_error)
+    }
+
+    /// No session: a browser asking for a page is sent to the IdP at once; anything else gets
+    /// 401 with the login URL.
+    async fn unauthenticated<B>(&self, req: &Request<B>) -> Result<Response<Body>, Error> {
         let return_to = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let login_url = format!(
+        if access::wants_redirect(req.method(), req.headers()) {
+            return self.start_login(return_to).await;
+        }
+        Err(Error::Unauthenticated {
+            login_url: self.login_url(return_to),
+        })
+    }
+
+    fn login_url(&self, return_to: &str) -> String {
+        format!(
             "{}/saml/login?return_to={}",
             self.config.server.public_url,
             percent_encoding::utf8_percent_encode(
                 &access::safe_return_path(return_to),
                 percent_encoding::NON_ALPHANUMERIC
             )
-        );
-        let _ = access::wants_redirect(req.method(), req.headers());
-        Error::Unauthenticated { login_url }
+        )
     }
+
+    // -----------------------------------------------------------------------------------------
+    // SAML endpoints
+    // -----------------------------------------------------------------------------------------
+
+    fn metadata(&self) -> Response<Body> {
+        let mut resp = Response::new(full(self.saml.metadata_xml().to_string()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/samlmetadata+xml"),
+        );
+        resp
+    }
+
+    /// SP-initiated login: the pending login goes to the store under a random RelayState token,
+    /// bound to this browser by a short-lived cookie; 302 to the IdP (HTTP-Redirect binding).
+    async fn start_login(&self, return_to: &str) -> Result<Response<Body>, Error> {
+        let return_to = access::safe_return_path(return_to);
+        let request_id = saml::request_id();
+        let binding = random_token();
+        let pending = PendingLogin {
+            request_id: request_id.clone(),
+            return_to,
+            binding: digest(&binding),
+        };
+        let token = self
+            .sessions
+            .begin_login(pending, self.config.saml.login_timeout)
+            .await
+            .map_err(session_error)?;
+        let login = self
+            .saml
+            .login_request_with_id(request_id, &token)
+            .map_err(|e| Error::Unavailable {
+                what: "identity provider",
+                detail: e.to_string(),
+            })?;
+        let mut resp = redirect(StatusCode::FOUND, &login.redirect_url);
+        let cookie = self.binding_cookie(&token, &binding, self.config.saml.login_timeout);
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    fn binding_cookie(&self, token: &str, value: &str, max_age: Duration) -> HeaderValue {
+        // The IdP's POST to the ACS is cross-site: only SameSite=None (which needs Secure) is
+        // sent with it. On plain-http development (loopback), browsers refuse SameSite=None
+        // without Secure, and the IdP is usually same-site, so Lax is used there.
+        let site = if self.config.server.public_https {
+            "SameSite=None; Secure"
+        } else {
+            "SameSite=Lax"
+        };
+        let name = binding_cookie_name(token);
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/saml/acs; HttpOnly; {site}; Max-Age={}",
+            max_age.as_secs()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("samlgate_login_=; Max-Age=0"))
+    }
+
+    /// The Assertion Consumer Service: read the form → take the pending login of this browser →
+    /// verify → replay cache → provision → session → 303.
+    async fn finish_login(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let (parts, body) = req.into_parts();
+        let form = read_form(body, self.config.saml.max_response_bytes + 16 * 1024).await?;
+        let Some(saml_response) = form.get("SAMLResponse") else {
+            return Err(refused(
+                "The identity provider sent no SAML response.",
+                "no SAMLResponse in the form",
+            ));
+        };
+        let relay_state = form.get("RelayState").map(String::as_str).unwrap_or("");
+        let pending = self.take_pending_login(relay_state, &parts.headers).await?;
+        let verified = self
+            .verify(
+                saml_response,
+                pending.as_ref().map(|p| p.request_id.clone()),
+            )
+            .await?;
+        self.claim_once(&verified).await?;
+        let identity = self.provision(verified.identity.clone()).await?;
+        let cap = verified.session_not_on_or_after.map(SystemTime::from);
+        let (session, cookie) = self
+            .sessions
+            .create(identity, cap)
+            .await
+            .map_err(|e| match e {
+                crate::session::Error::AlreadyExpired => refused(
+                    "Your sign-in at the identity provider has already ended.",
+                    "SessionNotOnOrAfter passed",
+                ),
+                e => session_error(e),
+            })?;
+        let return_to = match &pending {
+            Some(p) => p.return_to.clone(),
+            // IdP-initiated: RelayState is a landing path only when it is a same-origin path.
+            None => access::safe_return_path(relay_state),
+        };
+        tracing::info!(target: "audit", event = "login", user = %session.identity.subject,
+            upstream_user = session.identity.upstream_user(), session = %session.id.fingerprint(),
+            idp_initiated = pending.is_none(), "signed in");
+        let mut resp = redirect(StatusCode::SEE_OTHER, &return_to);
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        if pending.is_some() {
+            let clear = HeaderValue::from_str(&format!(
+                "{}=; Path=/saml/acs; HttpOnly; Max-Age=0",
+                binding_cookie_name(relay_state)
+            ));
+            if let Ok(clear) = clear {
+                resp.headers_mut().append(header::SET_COOKIE, clear);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// The pending login named by RelayState, if it was started by *this* browser. A RelayState
+    /// that names no pending login is an IdP-initiated login's landing path (or nothing).
+    async fn take_pending_login(
+        &self,
+        relay_state: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<PendingLogin>, Error> {
+        if relay_state.is_empty() || relay_state.starts_with('/') {
+            return Ok(None);
+        }
+        let Some(pending) = self
+            .sessions
+            .take_login(relay_state)
+            .await
+            .map_err(session_error)?
+        else {
+            return Ok(None);
+        };
+        let name = binding_cookie_name(relay_state);
+        let bound = cookie_values(headers, &name)
+            .any(|v| constant_time_eq(digest(v).as_bytes(), pending.binding.as_bytes()));
+        if !bound {
+            // Login CSRF: a response to a login another browser started (S5).
+            self.saml_results
+                .get_or_create(&ResultLabels {
+                    result: "wrong_browser",
+                })
+                .inc();
+            return Err(refused(
+                "This sign-in was started in another browser or has expired. Please sign in again.",
+                "binding cookie missing or wrong for the RelayState's pending login",
+            ));
+        }
+        Ok(Some(pending))
+    }
+
+    /// Runs samael/xmlsec off the async threads, with a panic guard and a time limit (S12).
+    async fn verify(
+        &self,
+        saml_response: &str,
+        pending: Option<String>,
+    ) -> Result<Verified, Error> {
+        let saml = self.saml.clone();
+        let form_value = saml_response.to_string();
+        let started = Instant::now();
+        let task = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                saml.verify(&form_value, pending.as_deref(), chrono::Utc::now())
+            }))
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(10), task).await;
+        self.saml_verify_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let result = match outcome {
+            Err(_) => Err("timeout"),
+            Ok(Err(_)) | Ok(Ok(Err(_))) => Err("panic"),
+            Ok(Ok(Ok(r))) => Ok(r),
+        };
+        match result {
+            Ok(Ok(verified)) => {
+                self.saml_results
+                    .get_or_create(&ResultLabels { result: "verified" })
+                    .inc();
+                Ok(verified)
+            }
+            Ok(Err(e)) => {
+                self.saml_results
+                    .get_or_create(&ResultLabels { result: "invalid" })
+                    .inc();
+                Err(refused(
+                    &login_refusal_text(&e),
+                    &format!("SAML response refused: {e}"),
+                ))
+            }
+            Err(why) => {
+                self.saml_results
+                    .get_or_create(&ResultLabels { result: why })
+                    .inc();
+                Err(refused(
+                    "The sign-in response could not be processed.",
+                    &format!("SAML verification {why}"),
+                ))
+            }
+        }
+    }
+
+    /// One-time use of each Response and Assertion ID, across replicas (S4).
+    async fn claim_once(&self, v: &Verified) -> Result<(), Error> {
+        let ttl = (v.replay_expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        for key in [
+            format!("assertion:{}:{}", v.issuer, v.assertion_id),
+            format!("response:{}:{}", v.issuer, v.response_id),
+        ] {
+            if !self
+                .sessions
+                .claim_once(&key, ttl)
+                .await
+                .map_err(session_error)?
+            {
+                self.saml_results
+                    .get_or_create(&ResultLabels { result: "replay" })
+                    .inc();
+                return Err(refused(
+                    "This sign-in response was already used. Please sign in again.",
+                    &format!("replayed {key}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn provision(&self, identity: Identity) -> Result<Identity, Error> {
+        let Some(provisioner) = &self.provisioner else {
+            return Ok(identity);
+        };
+        provisioner.resolve(identity).await.map_err(|e| match e {
+            ProvisionError::Unavailable { .. } => Error::Unavailable {
+                what: "dashboard's account service",
+                detail: format!("provisioning: {e}"),
+            },
+            e => Error::LoginRefused {
+                reason: e.to_string(),
+                detail: format!("provisioning: {e}"),
+            },
+        })
+    }
+
+    /// Ends the local session. (Single logout with the IdP arrives with `saml::logout`.)
+    async fn logout(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let session = self.load_session(req.headers()).await?;
+        let mut resp = crate::pages::page(StatusCode::OK, "Signed out", "You are signed out.", "-");
+        match session {
+            Some(s) => {
+                let clear = self.sessions.destroy(&s).await.map_err(session_error)?;
+                tracing::info!(target: "audit", event = "logout", user = %s.identity.subject, session = %s.id.fingerprint(), "signed out");
+                resp.headers_mut().append(header::SET_COOKIE, clear);
+            }
+            None => {
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, self.sessions.removal_cookie());
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz.
+    async fn forward_auth(
+        &self,
+        req: &Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<Body>, Error> {
+        let trusted = self.proxy.is_trusted(peer.addr.ip());
+        let header_str = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let original = if trusted {
+            header_str("x-original-uri").or_else(|| header_str("x-forwarded-uri"))
+        } else {
+            None
+        };
+        let original = original.unwrap_or_else(|| "/".to_string());
+        let method = trusted
+            .then(|| header_str("x-original-method").or_else(|| header_str("x-forwarded-method")))
+            .flatten()
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::GET);
+        let original_path = original.split(['?', '#']).next().unwrap_or("/");
+        let Some(session) = self.load_session(req.headers()).await? else {
+            return Err(Error::Unauthenticated {
+                login_url: self.login_url(&original),
+            });
+        };
+        self.access.authorize(
+            &session.identity,
+            &method,
+            &access::normalize(original_path),
+        )?;
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        let id = &session.identity;
+        let h = resp.headers_mut();
+        h.insert("x-auth-request-user", headers::encode(id.upstream_user()));
+        if let Some(email) = &id.email {
+            h.insert("x-auth-request-email", headers::encode(email));
+        }
+        if let Some(name) = id.display_name() {
+            h.insert("x-auth-request-name", headers::encode(&name));
+        }
+        if let Some(groups) = self.identity_headers.groups_value(id) {
+            h.insert("x-auth-request-groups", groups);
+        }
+        if let Some(ws) = &id.workspace {
+            h.insert("x-auth-request-workspace", headers::encode(ws));
+        }
+        if let Some(ps) = &id.permission_set {
+            h.insert("x-auth-request-permission-set", headers::encode(ps));
+        }
+        Ok(resp)
+    }
+
+    /// The signed-in identity as JSON, for single-page apps.
+    async fn userinfo(&self, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+        let Some(session) = self.load_session(req.headers()).await? else {
+            return Err(Error::Unauthenticated {
+                login_url: self.login_url("/"),
+            });
+        };
+        let id = &session.identity;
+        let expires_at = session
+            .expires_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let body = serde_json::json!({
+            "user": id.upstream_user(),
+            "email": id.email,
+            "name": id.display_name(),
+            "groups": id.groups,
+            "workspace": id.workspace,
+            "permission_set": id.permission_set,
+            "expires_at": expires_at,
+        });
+        let mut resp = Response::new(full(body.to_string()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Admin listener
+    // -----------------------------------------------------------------------------------------
 
     /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
     pub async fn handle_admin(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -196,8 +684,77 @@ impl App {
 
     /// What keeps the gateway from serving logins; empty when ready.
     async fn readiness(&self) -> Vec<&'static str> {
-        Vec::new()
+        let mut problems = Vec::new();
+        if !self.sessions.ready().await {
+            problems.push("session store not answering");
+        }
+        problems
     }
+}
+
+async fn redis_manager(config: &Config) -> Result<redis::aio::ConnectionManager, StartError> {
+    let client = redis::Client::open(config.session.redis_url.expose())
+        .map_err(|_| StartError::Provision("session.redis_url is not usable".into()))?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(
+            config
+                .session
+                .operation_timeout
+                .max(Duration::from_millis(250)),
+        ))
+        .set_response_timeout(Some(
+            config
+                .session
+                .operation_timeout
+                .max(Duration::from_millis(250))
+                * 4,
+        ));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, cfg)
+        .map_err(|e| StartError::Provision(format!("redis: {:?}", e.kind())))
+}
+
+/// Store failures are outages (503); anything else is ours.
+fn session_error(e: crate::session::Error) -> Error {
+    Error::Unavailable {
+        what: "session store",
+        detail: e.to_string(),
+    }
+}
+
+fn refused(reason: &str, detail: &str) -> Error {
+    Error::LoginRefused {
+        reason: reason.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// What a user reads for a refused SAML response: generic, never the precise cause (which is
+/// logged), except where the user can act on it.
+fn login_refusal_text(e: &saml::Error) -> String {
+    match e {
+        saml::Error::Expired | saml::Error::SubjectExpired | saml::Error::IssuedTooLongAgo => {
+            "The sign-in response has expired. Please sign in again.".into()
+        }
+        saml::Error::NotYetValid | saml::Error::SubjectNotYetValid | saml::Error::IssuedInFuture => {
+            "The sign-in response is not valid yet: the clocks of the identity provider and this gateway disagree.".into()
+        }
+        saml::Error::Unsolicited | saml::Error::InResponseTo => {
+            "This sign-in was not started here, or has expired. Please sign in again.".into()
+        }
+        saml::Error::Status { .. } => "The identity provider did not sign you in.".into(),
+        _ => "The sign-in response from the identity provider was not accepted.".into(),
+    }
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -208,6 +765,78 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// The binding cookie's name for a RelayState token.
+fn binding_cookie_name(token: &str) -> String {
+    let part: String = token
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(BINDING_NAME_CHARS)
+        .collect();
+    format!("{BINDING_COOKIE}{part}")
+}
+
+/// Every value of cookie `name` in the `Cookie` headers.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then_some(v.trim())
+        })
+}
+
+fn random_token() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn digest(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// One query parameter, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Reads an `application/x-www-form-urlencoded` body of at most `limit` bytes.
+async fn read_form(
+    body: Incoming,
+    limit: usize,
+) -> Result<std::collections::HashMap<String, String>, Error> {
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(Error::PayloadTooLarge);
+        }
+        Err(_) => return Err(Error::BadRequest("the request body could not be read")),
+    };
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&bytes) {
+        if out.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(Error::BadRequest("a form field was sent twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// Keeps a sane client `X-Request-Id` (≤ 128 visible ASCII), else makes a random one.
@@ -244,7 +873,8 @@ fn log_error(err: &Error, request_id: &str) {
 }
 
 /// Checks everything `check` can without the network: files named by the config are read and
-/// parsed (TLS certificates, CA bundles, group filter). Each problem is one line.
+/// parsed (TLS certificates, CA bundles, IdP metadata, SP keys, group filter). Each problem is
+/// one line.
 pub fn validate(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(tls) = &config.server.tls
@@ -256,6 +886,11 @@ pub fn validate(config: &Config) -> Vec<String> {
         problems.push(e.to_string());
     }
     if let Err(e) = IdentityHeaders::new(&config.headers) {
+        problems.push(e.to_string());
+    }
+    if let crate::config::IdpMetadataSource::File(_) = &config.saml.idp_metadata
+        && let Err(e) = Saml::from_config(&config.saml)
+    {
         problems.push(e.to_string());
     }
     problems

@@ -55,13 +55,29 @@ fn encode(v: &str) -> String {
     byte_serialize(v.as_bytes()).collect()
 }
 
-pub(super) fn login_request(saml: &Saml, relay_state: &str, now: DateTime<Utc>) -> Result<LoginRequest, RequestError> {
-    let sso = saml.idp.sso_redirect.as_deref().ok_or(RequestError::NoSsoEndpoint)?;
+pub(super) fn login_request(
+    saml: &Saml,
+    relay_state: &str,
+    now: DateTime<Utc>,
+) -> Result<LoginRequest, RequestError> {
+    login_request_with_id(saml, request_id(), relay_state, now)
+}
+
+pub(super) fn login_request_with_id(
+    saml: &Saml,
+    id: String,
+    relay_state: &str,
+    now: DateTime<Utc>,
+) -> Result<LoginRequest, RequestError> {
+    let sso = saml
+        .idp
+        .sso_redirect
+        .as_deref()
+        .ok_or(RequestError::NoSsoEndpoint)?;
     if relay_state.len() > 80 {
         return Err(RequestError::RelayStateTooLong);
     }
     let p = &saml.policy;
-    let id = request_id();
     let mut xml = format!(
         r#"<samlp:AuthnRequest xmlns:samlp="{NS_SAMLP}" xmlns:saml="{NS_SAML}" ID="{id}" Version="2.0" IssueInstant="{}" Destination="{}" AssertionConsumerServiceURL="{}" ProtocolBinding="{BINDING_POST}""#,
         now.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -71,14 +87,22 @@ pub(super) fn login_request(saml: &Saml, relay_state: &str, now: DateTime<Utc>) 
     if p.force_authn {
         xml.push_str(r#" ForceAuthn="true""#);
     }
-    xml.push_str(&format!("><saml:Issuer>{}</saml:Issuer>", xml_escape(&p.entity_id)));
+    xml.push_str(&format!(
+        "><saml:Issuer>{}</saml:Issuer>",
+        xml_escape(&p.entity_id)
+    ));
     if let Some(f) = &p.name_id_format {
-        xml.push_str(&format!(r#"<samlp:NameIDPolicy Format="{}" AllowCreate="true"/>"#, xml_escape(f)));
+        xml.push_str(&format!(
+            r#"<samlp:NameIDPolicy Format="{}" AllowCreate="true"/>"#,
+            xml_escape(f)
+        ));
     }
     xml.push_str("</samlp:AuthnRequest>");
 
     let mut deflater = DeflateEncoder::new(Vec::new(), Compression::default());
-    deflater.write_all(xml.as_bytes()).map_err(|_| RequestError::Encode)?;
+    deflater
+        .write_all(xml.as_bytes())
+        .map_err(|_| RequestError::Encode)?;
     let deflated = deflater.finish().map_err(|_| RequestError::Encode)?;
     let mut query = format!("SAMLRequest={}", encode(&STANDARD.encode(deflated)));
     if !relay_state.is_empty() {
@@ -88,11 +112,17 @@ pub(super) fn login_request(saml: &Saml, relay_state: &str, now: DateTime<Utc>) 
         // Bindings §3.4.4.1: sign the octets "SAMLRequest=..&RelayState=..&SigAlg=.." exactly
         // as they appear, URL-encoded, in the query string.
         query.push_str(&format!("&SigAlg={}", encode(SIG_ALG_RSA_SHA256)));
-        let mut signer = Signer::new(MessageDigest::sha256(), key).map_err(|_| RequestError::Encode)?;
-        signer.update(query.as_bytes()).map_err(|_| RequestError::Encode)?;
+        let mut signer =
+            Signer::new(MessageDigest::sha256(), key).map_err(|_| RequestError::Encode)?;
+        signer
+            .update(query.as_bytes())
+            .map_err(|_| RequestError::Encode)?;
         let sig = signer.sign_to_vec().map_err(|_| RequestError::Encode)?;
         query.push_str(&format!("&Signature={}", encode(&STANDARD.encode(sig))));
     }
     let sep = if sso.contains('?') { '&' } else { '?' };
-    Ok(LoginRequest { request_id: id, redirect_url: format!("{sso}{sep}{query}") })
+    Ok(LoginRequest {
+        request_id: id,
+        redirect_url: format!("{sso}{sep}{query}"),
+    })
 }

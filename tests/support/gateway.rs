@@ -24,15 +24,50 @@ pub struct Gateway {
     pub public_url: String,
 }
 
-/// The minimal valid config for an upstream, with `extra` TOML appended (sections may repeat
-/// keys only if they are not in the base). `{public_url}` in `extra` is replaced.
-pub fn base_toml(public_url: &str, upstream: &str, extra: &str) -> String {
-    let metadata = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+/// The sections a test may add lines to; each string is inserted into its section.
+#[derive(Default, Clone, Copy)]
+pub struct Opts<'a> {
+    /// IdP metadata file; default `config/idp-metadata.xml`.
+    pub metadata: Option<&'a str>,
+    /// Extra `[server]` lines.
+    pub server: &'a str,
+    /// Extra `[saml]` lines.
+    pub saml: &'a str,
+    /// Extra `[session]` lines.
+    pub session: &'a str,
+    /// Extra `[upstream]` lines (replaces the default public_paths when it sets them).
+    pub upstream: &'a str,
+    /// Whole extra sections (`[provisioning]`, `[headers]`, `[access]` …).
+    pub extra: &'a str,
+}
+
+/// A valid config for `upstream` with `opts`; `{public_url}` is replaced at start.
+pub fn toml(public_url: &str, upstream: &str, opts: Opts<'_>) -> String {
+    let metadata = opts.metadata.map(str::to_string).unwrap_or_else(|| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/idp-metadata.xml").to_string()
+    });
+    let public_paths = if opts.upstream.contains("public_paths") {
+        String::new()
+    } else {
+        "public_paths = [\"/healthz\", \"/static/*\", \"/ws\", \"/echo\", \"/big\", \"/chunked\", \"/slow\"]\n".to_string()
+    };
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public_url}\"\nshutdown_grace = \"5s\"\n\
-         [upstream]\nurl = \"{upstream}\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\npublic_paths = [\"/healthz\", \"/static/*\", \"/ws\", \"/echo\", \"/big\", \"/chunked\", \"/slow\"]\n\
-         [saml]\nidp_metadata_file = \"{metadata}\"\n[session]\nsecret = \"{SECRET}\"\n[log]\nlevel = \"warn\"\n{}",
-        extra.replace("{public_url}", public_url)
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public_url}\"\nshutdown_grace = \"5s\"\n{}\n\
+         [upstream]\nurl = \"{upstream}\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\n{public_paths}{}\n\
+         [saml]\nidp_metadata_file = \"{metadata}\"\n{}\n[session]\nsecret = \"{SECRET}\"\n{}\n[log]\nlevel = \"warn\"\n{}",
+        opts.server, opts.upstream, opts.saml, opts.session, opts.extra
+    )
+}
+
+/// The minimal valid config for an upstream, with `extra` sections appended.
+pub fn base_toml(public_url: &str, upstream: &str, extra: &str) -> String {
+    toml(
+        public_url,
+        upstream,
+        Opts {
+            extra,
+            ..Opts::default()
+        },
     )
 }
 

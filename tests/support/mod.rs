@@ -5,3 +5,4 @@
 pub mod dashboard;
 pub mod fake_scim;
 pub mod gateway;
+pub mod sso;

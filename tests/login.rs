@@ -1,0 +1,683 @@
+//! SAML SP, black-box through the running gateway: the SP-initiated round trip, the browser
+//! and API paths without a session, IdP-initiated logins, replay, login CSRF, open redirects,
+//! session fixation, logout, and the SECURITY.md catalogue sent to the real ACS — each attack
+//! answered 4xx, with no session cookie, and nothing reaching the dashboard.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use samlgate::demo::signer::{SignAlgorithm, SignMode};
+use support::gateway::Opts;
+use support::sso::{Browser, Sso, decode_redirect, sets_session};
+
+#[tokio::test]
+async fn sp_initiated_round_trip_reaches_the_dashboard_with_identity() {
+    let sso = Sso::start(Opts::default()).await;
+    let mut b = Browser::new();
+    // A browser on a protected page is sent straight to the IdP.
+    let (resp, _) = b
+        .get(&format!("{}/reports/q3?tab=1", sso.gw.public_url))
+        .await;
+    assert_eq!(resp.status(), 302);
+    let start = decode_redirect(resp.headers()["location"].to_str().unwrap());
+    assert!(
+        start
+            .location
+            .starts_with("https://idp.test/sso?SAMLRequest=")
+    );
+    // Our own AuthnRequest ID: "_" + 32 hex digits (128 bits, S14), to our ACS.
+    assert_eq!(start.request_id.len(), 33);
+    assert!(
+        start.request_id.starts_with('_')
+            && start.request_id[1..].bytes().all(|c| c.is_ascii_hexdigit())
+    );
+    assert!(
+        start
+            .authn_request
+            .contains(&format!("AssertionConsumerServiceURL=\"{}\"", sso.acs()))
+    );
+    // The binding cookie is short-lived and scoped to the ACS.
+    let binding = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("samlgate_login_"))
+        .unwrap();
+    assert!(
+        binding.contains("Path=/saml/acs") && binding.contains("HttpOnly"),
+        "{binding}"
+    );
+
+    let value = sso.form_value(&sso.spec(Some(&start.request_id)));
+    let (resp, _) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/reports/q3?tab=1");
+    let session_cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("samlgate="))
+        .unwrap();
+    for flag in ["HttpOnly", "Path=/", "SameSite=Lax"] {
+        assert!(session_cookie.contains(flag), "{session_cookie}");
+    }
+    assert!(b.get_cookie("samlgate_login_").is_none());
+
+    // The session works, identity headers arrive, spoofed ones and our cookie do not.
+    let req = http::Request::get(format!("{}/reports/q3", sso.gw.public_url))
+        .header("cookie", format!("{}; theme=dark", b.cookie_header()))
+        .header("x-forwarded-user", "mallory")
+        .header("X_Forwarded_Email", "mallory@evil.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (resp, _) = support::gateway::send(req).await;
+    assert_eq!(resp.status(), 200);
+    let seen = sso.dash.last();
+    assert_eq!(seen.headers["x-forwarded-user"], "alice@example.com");
+    assert_eq!(seen.headers["x-forwarded-email"], "alice@example.com");
+    assert_eq!(seen.headers["x-forwarded-name"], "Alice Liddell");
+    assert_eq!(seen.headers["x-forwarded-groups"], "staff,dashboard-admins");
+    assert_eq!(seen.headers.get_all("x-forwarded-user").iter().count(), 1);
+    assert!(seen.headers.get("x_forwarded_email").is_none());
+    assert_eq!(seen.headers["cookie"], "theme=dark");
+    // userinfo for SPAs.
+    let (resp, body) = b.get(&format!("{}/saml/userinfo", sso.gw.public_url)).await;
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["email"], "alice@example.com");
+    assert_eq!(json["groups"][1], "dashboard-admins");
+}
+
+#[tokio::test]
+async fn api_clients_get_401_json_and_metadata_is_served() {
+    let sso = Sso::start(Opts::default()).await;
+    for accept in ["application/json", "*/*"] {
+        let (resp, body) = support::gateway::get(
+            &format!("{}/api/data", sso.gw.public_url),
+            &[("accept", accept)],
+        )
+        .await;
+        assert_eq!(resp.status(), 401);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            json["login_url"]
+                .as_str()
+                .unwrap()
+                .ends_with("/saml/login?return_to=%2Fapi%2Fdata")
+        );
+    }
+    let (resp, _) = support::gateway::get(
+        &format!("{}/page", sso.gw.public_url),
+        &[
+            ("accept", "text/html"),
+            ("x-requested-with", "XMLHttpRequest"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    let (resp, body) =
+        support::gateway::get(&format!("{}/saml/metadata", sso.gw.public_url), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/samlmetadata+xml"
+    );
+    let xml = String::from_utf8_lossy(&body);
+    assert!(xml.contains(&format!("entityID=\"{}\"", sso.entity_id())));
+    assert!(xml.contains(&sso.acs()));
+    assert!(sso.dash.seen().is_empty());
+}
+
+#[tokio::test]
+async fn https_public_url_gives_host_prefixed_secure_cookies() {
+    let dash = support::dashboard::Dashboard::start().await;
+    // The gateway itself is plain HTTP here; only what browsers are told changes.
+    let toml_fix = |s: String| s;
+    let _ = toml_fix;
+    let sso = Sso::start_with(dash, Opts::default()).await;
+    drop(sso);
+    // public_url is fixed at start, so use a dedicated gateway with an https public_url.
+    let dash = support::dashboard::Dashboard::start().await;
+    let idp = samlgate::demo::signer::TestIdp::generate(support::sso::IDP_ENTITY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("idp.xml");
+    std::fs::write(
+        &meta,
+        idp.metadata_xml("https://idp.test/sso", None).unwrap(),
+    )
+    .unwrap();
+    let toml = support::gateway::toml(
+        "https://dash.test",
+        &dash.url(),
+        Opts {
+            metadata: Some(meta.to_str().unwrap()),
+            ..Opts::default()
+        },
+    );
+    let gw = support::gateway::start_toml(&toml).await;
+    let mut b = Browser::new();
+    let start = b.start_login(&gw, "/").await;
+    let binding = b
+        .cookies
+        .iter()
+        .find(|(k, _)| k.starts_with("samlgate_login_"))
+        .unwrap()
+        .clone();
+    let spec = samlgate::demo::signer::ResponseSpec {
+        destination: Some("https://dash.test/saml/acs".into()),
+        recipient: Some("https://dash.test/saml/acs".into()),
+        audiences: vec!["https://dash.test/saml/metadata".into()],
+        in_response_to: Some(start.request_id.clone()),
+        ..Default::default()
+    };
+    let (resp, _) = b
+        .post_acs(
+            &gw,
+            &idp.response_form_value(&spec).unwrap(),
+            &start.relay_state,
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let sc: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = sc
+        .iter()
+        .find(|c| c.starts_with("__Host-samlgate="))
+        .unwrap_or_else(|| panic!("{sc:?}"));
+    assert!(
+        session.contains("Secure") && session.contains("Path=/") && !session.contains("Domain"),
+        "{session}"
+    );
+    assert!(!binding.0.is_empty());
+}
+
+#[tokio::test]
+async fn open_redirects_are_replaced_by_root() {
+    let sso = Sso::start(Opts::default()).await;
+    for evil in [
+        "https://evil.test",
+        "//evil.test",
+        "///evil.test",
+        "/\\evil.test",
+        "/%5cevil.test",
+        "http:evil.test",
+        "javascript:alert(1)",
+        "/%2f%2fevil.test",
+        "\t//evil.test",
+    ] {
+        let mut b = Browser::new();
+        let start = b.start_login(&sso.gw, evil).await;
+        let value = sso.form_value(&sso.spec(Some(&start.request_id)));
+        let (resp, _) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
+        assert_eq!(resp.status(), 303, "{evil}");
+        assert_eq!(resp.headers()["location"], "/", "{evil:?}");
+    }
+}
+
+#[tokio::test]
+async fn idp_initiated_login_only_when_allowed_and_relay_state_only_as_local_path() {
+    // Off (the default): an unsolicited response is refused.
+    let sso = Sso::start(Opts::default()).await;
+    let mut b = Browser::new();
+    let (resp, _) = b
+        .post_acs(&sso.gw, &sso.form_value(&sso.spec(None)), "/reports")
+        .await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+    // On: accepted once; RelayState lands only when it is a same-origin path.
+    let sso = Sso::start(Opts {
+        saml: "allow_idp_initiated = true",
+        ..Opts::default()
+    })
+    .await;
+    let (resp, _) = b
+        .post_acs(&sso.gw, &sso.form_value(&sso.spec(None)), "/reports")
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/reports");
+    assert!(sets_session(&resp));
+    let (resp, _) = b
+        .post_acs(
+            &sso.gw,
+            &sso.form_value(&sso.spec(None)),
+            "https://evil.test/",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/");
+    // Even when unsolicited logins are allowed, an InResponseTo must match this browser's request.
+    let mut b2 = Browser::new();
+    let (resp, _) = b2
+        .post_acs(
+            &sso.gw,
+            &sso.form_value(&sso.spec(Some("_00000000000000000000000000000000"))),
+            "",
+        )
+        .await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+}
+
+#[tokio::test]
+async fn replayed_responses_are_refused() {
+    let sso = Sso::start(Opts {
+        saml: "allow_idp_initiated = true",
+        ..Opts::default()
+    })
+    .await;
+    let value = sso.form_value(&sso.spec(None));
+    let (resp, _) = Browser::new().post_acs(&sso.gw, &value, "").await;
+    assert_eq!(resp.status(), 303);
+    let (resp, body) = Browser::new().post_acs(&sso.gw, &value, "").await;
+    assert_eq!(resp.status(), 403);
+    assert!(String::from_utf8_lossy(&body).contains("already used"));
+    assert!(!sets_session(&resp));
+    // SP-initiated: the same response posted again with its RelayState.
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    let value = sso.form_value(&sso.spec(Some(&start.request_id)));
+    let mut replayer = b.clone();
+    let (resp, _) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
+    assert_eq!(resp.status(), 303);
+    let (resp, _) = replayer.post_acs(&sso.gw, &value, &start.relay_state).await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+    assert!(sso.dash.seen().is_empty());
+}
+
+#[tokio::test]
+async fn login_csrf_a_response_for_another_browsers_login_is_refused() {
+    let sso = Sso::start(Opts::default()).await;
+    let mut victim = Browser::new();
+    let mut attacker = Browser::new();
+    // The attacker starts a login and gets a valid response for it...
+    let start = attacker.start_login(&sso.gw, "/").await;
+    let value = sso.form_value(&sso.spec(Some(&start.request_id)));
+    // ...and makes the victim's browser post it (no binding cookie there).
+    let (resp, body) = victim.post_acs(&sso.gw, &value, &start.relay_state).await;
+    assert_eq!(resp.status(), 403);
+    assert!(String::from_utf8_lossy(&body).contains("another browser"));
+    assert!(!sets_session(&resp));
+    // A response to another request of the same browser is refused too (InResponseTo).
+    let mut b = Browser::new();
+    let first = b.start_login(&sso.gw, "/").await;
+    let second = b.start_login(&sso.gw, "/").await;
+    let value = sso.form_value(&sso.spec(Some(&first.request_id)));
+    let (resp, _) = b.post_acs(&sso.gw, &value, &second.relay_state).await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+}
+
+#[tokio::test]
+async fn parallel_logins_in_two_tabs_both_work() {
+    let sso = Sso::start(Opts::default()).await;
+    let mut b = Browser::new();
+    let one = b.start_login(&sso.gw, "/one").await;
+    let two = b.start_login(&sso.gw, "/two").await;
+    let (resp, _) = b
+        .post_acs(
+            &sso.gw,
+            &sso.form_value(&sso.spec(Some(&two.request_id))),
+            &two.relay_state,
+        )
+        .await;
+    assert_eq!(resp.headers()["location"], "/two");
+    let (resp, _) = b
+        .post_acs(
+            &sso.gw,
+            &sso.form_value(&sso.spec(Some(&one.request_id))),
+            &one.relay_state,
+        )
+        .await;
+    assert_eq!(resp.headers()["location"], "/one");
+}
+
+#[tokio::test]
+async fn planted_session_cookies_are_never_adopted_and_logout_ends_the_session() {
+    let sso = Sso::start(Opts::default()).await;
+    let mut b = Browser::new();
+    b.cookies
+        .push(("samlgate".into(), "planted-by-attacker".into()));
+    let (resp, _) = b.get(&format!("{}/x", sso.gw.public_url)).await;
+    assert_eq!(
+        resp.status(),
+        302,
+        "a planted cookie must not count as a session"
+    );
+    let (resp, _) = sso.login(&mut b, "/x").await;
+    assert_eq!(resp.status(), 303);
+    let issued = b.get_cookie("samlgate").unwrap();
+    assert_ne!(issued, "planted-by-attacker");
+    let (resp, _) = b.get(&format!("{}/x", sso.gw.public_url)).await;
+    assert_eq!(resp.status(), 200);
+    let stolen = b.clone();
+    let (resp, body) = b.get(&format!("{}/saml/logout", sso.gw.public_url)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(String::from_utf8_lossy(&body).contains("signed out"));
+    // The old cookie (kept by an attacker) no longer works.
+    let mut stolen = stolen;
+    let (resp, _) = stolen.get(&format!("{}/x", sso.gw.public_url)).await;
+    assert_eq!(resp.status(), 302);
+}
+
+/// Sends a prepared attack to the ACS under a valid pending login of this browser and asserts
+/// the refusal: 4xx, no session cookie, the dashboard saw nothing.
+async fn assert_refused(sso: &Sso, name: &str, make: impl Fn(&Sso, &str) -> String) {
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    let value = make(sso, &start.request_id);
+    let (resp, _) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
+    assert!(
+        resp.status().is_client_error(),
+        "{name}: status {}",
+        resp.status()
+    );
+    assert!(!sets_session(&resp), "{name}: a session cookie was set");
+    assert!(b.get_cookie("samlgate").is_none(), "{name}");
+    assert!(
+        sso.dash.seen().is_empty(),
+        "{name}: the dashboard saw a request"
+    );
+}
+
+fn b64(xml: &str) -> String {
+    samlgate::demo::signer::to_form_value(xml)
+}
+
+#[tokio::test]
+async fn the_attack_catalogue_is_refused_at_the_acs() {
+    let sso = Sso::start(Opts::default()).await;
+    let now = chrono::Utc::now();
+    type Make = Box<dyn Fn(&Sso, &str) -> String>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "unsigned",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.sign = SignMode::None;
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "rsa-sha1 not allowed",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.algorithm = SignAlgorithm::RsaSha1;
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "NameID changed after signing",
+            Box::new(|s, id| {
+                b64(&s.idp.response_xml(&s.spec(Some(id))).unwrap().replacen(
+                    "alice@example.com</saml:NameID>",
+                    "admin@example.com</saml:NameID>",
+                    1,
+                ))
+            }),
+        ),
+        (
+            "attribute changed after signing",
+            Box::new(|s, id| {
+                b64(&s
+                    .idp
+                    .response_xml(&s.spec(Some(id)))
+                    .unwrap()
+                    .replace("dashboard-admins", "superusers"))
+            }),
+        ),
+        (
+            "signature removed",
+            Box::new(|s, id| {
+                let x = s.idp.response_xml(&s.spec(Some(id))).unwrap();
+                let a = x.find("<ds:Signature").unwrap();
+                let e = x.find("</ds:Signature>").unwrap() + 15;
+                b64(&format!("{}{}", &x[..a], &x[e..]))
+            }),
+        ),
+        (
+            "signed by another key",
+            Box::new(|s, id| {
+                let other =
+                    samlgate::demo::signer::TestIdp::generate(support::sso::IDP_ENTITY).unwrap();
+                other.response_form_value(&s.spec(Some(id))).unwrap()
+            }),
+        ),
+        (
+            "second unsigned assertion (XSW)",
+            Box::new(|s, id| {
+                let x = s.idp.response_xml(&s.spec(Some(id))).unwrap();
+                let a = x.find("<saml:Assertion").unwrap();
+                let evil = x[a..].replace("alice@example.com", "admin@example.com");
+                let end = evil.find("</saml:Assertion>").unwrap() + 17;
+                b64(&format!("{}{}{}", &x[..a], &evil[..end], &x[a..]))
+            }),
+        ),
+        (
+            "wrapped in an evil Response",
+            Box::new(|s, id| {
+                let x = s.idp.response_xml(&s.spec(Some(id))).unwrap();
+                b64(&format!(
+                    "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_evil\" Version=\"2.0\" IssueInstant=\"{}\"><samlp:Extensions>{x}</samlp:Extensions></samlp:Response>",
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ))
+            }),
+        ),
+        (
+            "comment in NameID",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.sign = SignMode::None;
+                let x = s.idp.response_xml(&sp).unwrap().replacen(
+                    "alice@example.com</saml:NameID>",
+                    "alice@example.com<!---->.evil.test</saml:NameID>",
+                    1,
+                );
+                let mut sp2 = s.spec(Some(id));
+                sp2.name_id = "x".into();
+                let _ = sp2;
+                b64(&x)
+            }),
+        ),
+        (
+            "DOCTYPE / XXE",
+            Box::new(|s, id| {
+                let x = s.idp.response_xml(&s.spec(Some(id))).unwrap();
+                b64(&format!(
+                    "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{}",
+                    samlgate::demo::signer::strip_xml_declaration(&x)
+                ))
+            }),
+        ),
+        (
+            "junk after the root",
+            Box::new(|s, id| {
+                b64(&format!(
+                    "{}<junk/>",
+                    s.idp.response_xml(&s.spec(Some(id))).unwrap()
+                ))
+            }),
+        ),
+        (
+            "processing instruction",
+            Box::new(|s, id| {
+                b64(&s.idp.response_xml(&s.spec(Some(id))).unwrap().replacen(
+                    "<saml:Issuer>",
+                    "<?evil x?><saml:Issuer>",
+                    1,
+                ))
+            }),
+        ),
+        ("not base64", Box::new(|_, _| "%%%not-base64%%%".into())),
+        (
+            "wrong audience",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.audiences = vec!["https://other.test".into()];
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "missing audience",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.audiences = vec![];
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "wrong recipient",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.recipient = Some("https://other.test/acs".into());
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "wrong destination",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.destination = Some("https://other.test/acs".into());
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "signed response without destination",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.destination = None;
+                sp.sign = SignMode::Response;
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "wrong issuer",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.issuer = Some("https://evil.test".into());
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "expired conditions",
+            Box::new(move |s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.not_on_or_after = Some(now - chrono::Duration::seconds(91));
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "conditions not yet valid",
+            Box::new(move |s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.not_before = Some(now + chrono::Duration::seconds(120));
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "subject confirmation expired",
+            Box::new(move |s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.subject_not_on_or_after = Some(now - chrono::Duration::seconds(120));
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "issued in the future",
+            Box::new(move |s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.issue_instant = now + chrono::Duration::seconds(300);
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "issued too long ago",
+            Box::new(move |s, id| {
+                let mut sp =
+                    samlgate::demo::signer::ResponseSpec::at(now - chrono::Duration::minutes(20));
+                sp.destination = Some(s.acs());
+                sp.recipient = Some(s.acs());
+                sp.audiences = vec![s.entity_id()];
+                sp.in_response_to = Some(id.into());
+                sp.subject_not_on_or_after = Some(now + chrono::Duration::minutes(5));
+                sp.not_on_or_after = Some(now + chrono::Duration::minutes(5));
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "non-success status",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.status = "urn:oasis:names:tc:SAML:2.0:status:Requester".into();
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "no AuthnStatement",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.authn_statement = false;
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "no Conditions",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.conditions = false;
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "InResponseTo of another request",
+            Box::new(|s, _| s.form_value(&s.spec(Some("_ffffffffffffffffffffffffffffffff")))),
+        ),
+        (
+            "unsolicited while IdP-initiated is off",
+            Box::new(|s, _| s.form_value(&s.spec(None))),
+        ),
+        (
+            "duplicate attribute names",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.attributes
+                    .push(("email".into(), vec!["admin@example.com".into()]));
+                s.form_value(&sp)
+            }),
+        ),
+        (
+            "5 MB response",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.attributes
+                    .push(("blob".into(), vec!["x".repeat(5 << 20)]));
+                s.form_value(&sp)
+            }),
+        ),
+    ];
+    for (name, make) in &cases {
+        assert_refused(&sso, name, make).await;
+    }
+}
+
+#[tokio::test]
+async fn accepted_inside_clock_skew() {
+    let sso = Sso::start(Opts::default()).await;
+    let now = chrono::Utc::now();
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    let mut sp = sso.spec(Some(&start.request_id));
+    // Expired 60 s ago and issued 60 s in the future: inside the default 90 s skew.
+    sp.not_on_or_after = Some(now - chrono::Duration::seconds(60));
+    sp.issue_instant = now + chrono::Duration::seconds(60);
+    let (resp, _) = b
+        .post_acs(&sso.gw, &sso.form_value(&sp), &start.relay_state)
+        .await;
+    assert_eq!(resp.status(), 303);
+}
