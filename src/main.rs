@@ -31,6 +31,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the SP metadata XML (give it to your IdP).
+    Metadata {
+        /// Config file (default: $SAMLGATE_CONFIG, then config/samlgate.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(Config::resolve_path(config)),
         Command::Serve { config } => serve(Config::resolve_path(config)),
+        Command::Metadata { config } => metadata(Config::resolve_path(config)),
     }
 }
 
@@ -66,6 +73,23 @@ fn check(path: PathBuf) -> ExitCode {
             eprintln!("  - {p}");
         }
         ExitCode::from(2)
+    }
+}
+
+fn metadata(path: PathBuf) -> ExitCode {
+    let config = match load_or_report(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match samlgate::saml::Saml::from_config(&config.saml) {
+        Ok(saml) => {
+            println!("{}", saml.metadata_xml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("samlgate: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
