@@ -196,7 +196,10 @@ fn metadata_command_prints_sp_metadata() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
     let (code, out, err) = run_cli(&["metadata", "--config", shipped], &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("entityID=\"https://dash.example.com/saml/metadata\""), "{out}");
+    assert!(
+        out.contains("entityID=\"https://dash.example.com/saml/metadata\""),
+        "{out}"
+    );
     assert!(out.contains("https://dash.example.com/saml/acs"));
     assert!(out.contains("urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"));
 }
@@ -204,14 +207,33 @@ fn metadata_command_prints_sp_metadata() {
 #[test]
 fn idp_metadata_without_a_signing_key_fails_check() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/idp-metadata.xml")).unwrap();
+    let meta = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/idp-metadata.xml"
+    ))
+    .unwrap();
     let meta_path = dir.path().join("idp.xml");
-    std::fs::write(&meta_path, meta.replace("use=\"signing\"", "use=\"encryption\"")).unwrap();
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml")).unwrap();
-    let path = write_config(&dir, &shipped.replace("config/idp-metadata.xml", meta_path.to_str().unwrap()));
+    std::fs::write(
+        &meta_path,
+        meta.replace("use=\"signing\"", "use=\"encryption\""),
+    )
+    .unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml"))
+            .unwrap();
+    let path = write_config(
+        &dir,
+        &shipped.replace("config/idp-metadata.xml", meta_path.to_str().unwrap()),
+    );
     let (code, _, err) = run_cli(&["check", "--config", &path], &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("saml.idp_metadata_file") && err.to_lowercase().contains("signing"), "{err}");
+    assert!(
+        err.contains("saml.idp_metadata_file") && err.to_lowercase().contains("signing"),
+        "{err}"
+    );
     let (code, _, _) = run_cli(&["serve", "--config", &path], &[]);
-    assert_eq!(code, 2, "serve must refuse metadata without a signing key (S1)");
+    assert_eq!(
+        code, 2,
+        "serve must refuse metadata without a signing key (S1)"
+    );
 }

@@ -54,6 +54,21 @@ impl Sso {
         Sso { idp, gw, dash, dir }
     }
 
+    /// A second gateway (another replica) trusting the same IdP, in front of the same
+    /// dashboard, telling browsers the same `public_url` as the first.
+    pub async fn replica(&self, opts: Opts<'_>) -> Gateway {
+        let meta = self.dir.path().join("idp.xml").display().to_string();
+        let toml = gateway::toml(
+            &self.gw.public_url,
+            &self.dash.url(),
+            Opts {
+                metadata: Some(&meta),
+                ..opts
+            },
+        );
+        gateway::start_toml(&toml).await
+    }
+
     pub fn acs(&self) -> String {
         format!("{}/saml/acs", self.gw.public_url)
     }

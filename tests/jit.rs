@@ -1,0 +1,259 @@
+//! Just-in-time provisioning, black-box through the running gateway against a fake SCIM 2.0
+//! admin API on port 0: first login creates the account once with the default workspace and
+//! permission set, returning users make no SCIM call, refusals are 403 pages, an admin API in
+//! trouble is a 503 page with no session while existing sessions keep working, and a burst of
+//! first logins across two replicas sharing Redis creates exactly one account.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_scim::FakeScim;
+use support::gateway::Opts;
+use support::sso::{Browser, Sso, sets_session};
+
+const TOKEN: &str = "scim-token-for-tests";
+
+fn provisioning(scim: &FakeScim, extra: &str) -> String {
+    format!(
+        "[provisioning]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\ntimeout = \"1s\"\ndefault_workspace = \"Production\"\ndefault_permission_set = \"Analyst\"\n{extra}\n\
+         [[provisioning.rules]]\ngroup = \"marketing-admins\"\nworkspace = \"Marketing\"\npermission_set = \"Admin\"\n",
+        scim.url()
+    )
+}
+
+#[tokio::test]
+async fn first_login_creates_the_account_once_and_headers_carry_it() {
+    let scim = FakeScim::start(TOKEN).await;
+    let extra = provisioning(&scim, "");
+    let sso = Sso::start(Opts {
+        extra: &extra,
+        ..Opts::default()
+    })
+    .await;
+    let mut b = Browser::new();
+    let (resp, _) = sso.login(&mut b, "/home").await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(scim.creates().len(), 1);
+    let create = &scim.creates()[0];
+    assert_eq!(create.header("authorization"), format!("Bearer {TOKEN}"));
+    assert_eq!(create.body["userName"], "alice@example.com");
+    assert_eq!(create.body["name"]["givenName"], "Alice");
+    assert_eq!(create.body["emails"][0]["value"], "alice@example.com");
+    assert_eq!(create.body["roles"][0]["value"], "Analyst");
+    assert_eq!(create.body["entitlements"][0]["value"], "Production");
+    let id = scim.user("alice@example.com").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let (resp, _) = b.get(&format!("{}/home", sso.gw.public_url)).await;
+    assert_eq!(resp.status(), 200);
+    let seen = sso.dash.last();
+    assert_eq!(seen.headers["x-forwarded-user"], id.as_str());
+    assert_eq!(seen.headers["x-forwarded-workspace"], "Production");
+    assert_eq!(seen.headers["x-forwarded-permission-set"], "Analyst");
+
+    // A second login of the same user (another browser) makes no SCIM call at all.
+    scim.clear_requests();
+    let mut other = Browser::new();
+    let (resp, _) = sso.login(&mut other, "/").await;
+    assert_eq!(resp.status(), 303);
+    assert!(scim.requests().is_empty(), "{:?}", scim.requests());
+}
+
+#[tokio::test]
+async fn rules_inactive_disabled_domain_and_missing_email() {
+    let scim = FakeScim::start(TOKEN).await;
+    let extra = provisioning(&scim, "allowed_domains = [\"example.com\"]");
+    let sso = Sso::start(Opts {
+        extra: &extra,
+        ..Opts::default()
+    })
+    .await;
+    // Rule by group.
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    let mut spec = sso.spec(Some(&start.request_id));
+    spec.attributes.retain(|(n, _)| n != "groups");
+    spec.attributes
+        .push(("groups".into(), vec!["marketing-admins".into()]));
+    let (resp, _) = b
+        .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
+        .await;
+    assert_eq!(resp.status(), 303);
+    let create = scim.creates().pop().unwrap();
+    assert_eq!(create.body["roles"][0]["value"], "Admin");
+    assert_eq!(create.body["entitlements"][0]["value"], "Marketing");
+
+    // Inactive account.
+    scim.add_user("bob@example.com", false);
+    let refused = |name: &'static str, email: Option<&'static str>| {
+        let sso = &sso;
+        async move {
+            let mut b = Browser::new();
+            let start = b.start_login(&sso.gw, "/").await;
+            let mut spec = sso.spec(Some(&start.request_id));
+            spec.name_id = name.into();
+            spec.attributes.retain(|(n, _)| n != "email");
+            if let Some(e) = email {
+                spec.attributes.push(("email".into(), vec![e.into()]));
+            }
+            if !name.contains('@') {
+                spec.name_id_format =
+                    Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into());
+            }
+            let (resp, body) = b
+                .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
+                .await;
+            assert_eq!(resp.status(), 403, "{name}");
+            assert!(!sets_session(&resp), "{name}");
+            String::from_utf8_lossy(&body).to_string()
+        }
+    };
+    let page = refused("bob@example.com", Some("bob@example.com")).await;
+    assert!(
+        page.to_lowercase().contains("deactivated") || page.to_lowercase().contains("inactive"),
+        "{page}"
+    );
+    let page = refused("eve@evil.test", Some("eve@evil.test")).await;
+    assert!(
+        page.to_lowercase().contains("no dashboard account exists"),
+        "{page}"
+    );
+    let page = refused("opaque-id-123", None).await;
+    assert!(page.to_lowercase().contains("email"), "{page}");
+    assert_eq!(
+        scim.creates().len(),
+        1,
+        "no account is created for a refused login"
+    );
+    assert!(sso.dash.seen().is_empty());
+
+    // Provisioning disabled: an unknown user is told the account does not exist.
+    let scim2 = FakeScim::start(TOKEN).await;
+    let extra2 = provisioning(&scim2, "enabled = false");
+    let sso2 = Sso::start(Opts {
+        extra: &extra2,
+        ..Opts::default()
+    })
+    .await;
+    let mut b = Browser::new();
+    let (resp, body) = sso2.login(&mut b, "/").await;
+    assert_eq!(resp.status(), 403);
+    assert!(
+        String::from_utf8_lossy(&body)
+            .to_lowercase()
+            .contains("no dashboard account exists")
+    );
+    assert!(scim2.creates().is_empty());
+}
+
+#[tokio::test]
+async fn admin_api_trouble_gives_503_without_a_session_and_existing_sessions_keep_working() {
+    let scim = FakeScim::start(TOKEN).await;
+    let extra = provisioning(&scim, "");
+    let sso = Sso::start(Opts {
+        extra: &extra,
+        ..Opts::default()
+    })
+    .await;
+    let mut alice = Browser::new();
+    assert_eq!(sso.login(&mut alice, "/").await.0.status(), 303);
+
+    let new_user_login = |who: &'static str| {
+        let sso = &sso;
+        async move {
+            let mut b = Browser::new();
+            let start = b.start_login(&sso.gw, "/").await;
+            let mut spec = sso.spec(Some(&start.request_id));
+            spec.name_id = who.into();
+            spec.attributes.retain(|(n, _)| n != "email");
+            spec.attributes.push(("email".into(), vec![who.into()]));
+            b.post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
+                .await
+        }
+    };
+    scim.set_failure(Some(503));
+    let (resp, body) = new_user_login("carol@example.com").await;
+    assert_eq!(resp.status(), 503);
+    assert!(!sets_session(&resp));
+    assert!(String::from_utf8_lossy(&body).contains("try again"));
+    scim.set_failure(None);
+    scim.set_delay(Duration::from_millis(2500));
+    let (resp, _) = new_user_login("dave@example.com").await;
+    assert_eq!(resp.status(), 503);
+    assert!(!sets_session(&resp));
+    scim.set_delay(Duration::ZERO);
+    scim.refuse_connections();
+    let (resp, _) = new_user_login("erin@example.com").await;
+    assert_eq!(resp.status(), 503);
+    assert!(!sets_session(&resp));
+    assert!(
+        scim.creates()
+            .iter()
+            .all(|c| c.body["userName"] == "alice@example.com"),
+        "nothing half-created"
+    );
+    // Alice's session is untouched by all of that.
+    let (resp, _) = alice
+        .get(&format!("{}/still-works", sso.gw.public_url))
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn burst_of_first_logins_across_two_replicas_creates_one_account() {
+    let scim = FakeScim::start(TOKEN).await;
+    scim.set_delay(Duration::from_millis(100));
+    let extra = provisioning(&scim, "");
+    let prefix = format!(
+        "redis_key_prefix = \"jit-{}:\"\nstore = \"redis\"",
+        rand::random::<u64>()
+    );
+    let sso = Sso::start(Opts {
+        extra: &extra,
+        session: &prefix,
+        ..Opts::default()
+    })
+    .await;
+    let b_gw = sso
+        .replica(Opts {
+            extra: &extra,
+            session: &prefix,
+            ..Opts::default()
+        })
+        .await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let gw = if i % 2 == 0 { &sso.gw } else { &b_gw };
+        let mut b = Browser::new();
+        let start = b.start_login(gw, "/").await;
+        let value = sso.form_value(&sso.spec(Some(&start.request_id)));
+        let gw_url = gw.public_url.clone();
+        let addr = gw.addr;
+        tasks.push(tokio::spawn(async move {
+            let body: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("SAMLResponse", &value)
+                .append_pair("RelayState", &start.relay_state)
+                .finish();
+            let req = http::Request::post(format!("http://{addr}/saml/acs"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", b.cookie_header())
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let _ = gw_url;
+            support::gateway::send(req).await.0.status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 303);
+    }
+    assert_eq!(
+        scim.creates().len(),
+        1,
+        "exactly one account for a burst of 50 first logins"
+    );
+    assert_eq!(scim.users().len(), 1);
+}
