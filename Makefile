@@ -14,6 +14,8 @@ test:
 	bash scripts/install-deps.sh build test
 	bash scripts/ensure-redis.sh
 	$(CARGO) test --locked --all-targets
+	sh scripts/saml-interop.sh
+	sh scripts/scim-interop.sh
 
 build:
 	bash scripts/install-deps.sh build

@@ -7,7 +7,7 @@ want=(pkg-config libxmlsec1-dev libclang1-14 libclang-common-14-dev)
 for purpose in "${@:-build}"; do
   case "$purpose" in
     build) ;;
-    test) want+=(redis-server redis-tools nginx-light python3-venv) ;;
+    test) want+=(redis-server redis-tools nginx-light python3-venv xmlsec1 openssl) ;;
     bench) want+=(nginx-light wrk util-linux) ;;
     e2e) want+=(chromium chromium-driver) ;;
     *) echo "install-deps: unknown purpose '$purpose' (build|test|bench|e2e)" >&2; exit 2 ;;
