@@ -13,6 +13,7 @@ pub mod metadata;
 
 mod decrypt;
 mod request;
+pub mod xmlsec_guard;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
@@ -406,6 +407,7 @@ impl Saml {
         sp_key_pem: Option<&[u8]>,
         sp_cert_pem: Option<&[u8]>,
     ) -> Result<Self, SetupError> {
+        xmlsec_guard::install();
         // S1: IdpMetadata::parse refuses metadata without a signing certificate; a hand-built
         // IdpMetadata must not slip past that either.
         if idp.signing_certs.is_empty() {
