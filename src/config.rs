@@ -142,13 +142,19 @@ impl PathPattern {
             return Err(format!("{s:?} must start with '/'"));
         }
         if s.contains(['?', '#', '%', '\\']) || s.contains("/../") || s.contains("/./") {
-            return Err(format!("{s:?} must be a plain normalised path (no ?, #, %, \\ or dot segments)"));
+            return Err(format!(
+                "{s:?} must be a plain normalised path (no ?, #, %, \\ or dot segments)"
+            ));
         }
         if let Some(prefix) = s.strip_suffix('*') {
             if prefix.contains('*') {
                 return Err(format!("{s:?}: '*' is only allowed at the end"));
             }
-            let prefix = if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+            let prefix = if prefix.ends_with('/') {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/")
+            };
             return Ok(Self::Prefix(prefix));
         }
         if s.contains('*') {
@@ -393,9 +399,15 @@ impl DomainPattern {
             || rest.starts_with('.')
             || rest.ends_with('.')
         {
-            return Err(format!("{s:?} is not a domain (use \"example.com\" or \"*.example.com\")"));
+            return Err(format!(
+                "{s:?} is not a domain (use \"example.com\" or \"*.example.com\")"
+            ));
         }
-        Ok(if wild { Self::WithSubdomains(rest) } else { Self::Exact(rest) })
+        Ok(if wild {
+            Self::WithSubdomains(rest)
+        } else {
+            Self::Exact(rest)
+        })
     }
 
     /// Whether the email's domain matches (case-insensitive).
@@ -407,7 +419,9 @@ impl DomainPattern {
         match self {
             Self::Exact(d) => domain == *d,
             Self::WithSubdomains(d) => {
-                domain == *d || (domain.ends_with(d.as_str()) && domain[..domain.len() - d.len()].ends_with('.'))
+                domain == *d
+                    || (domain.ends_with(d.as_str())
+                        && domain[..domain.len() - d.len()].ends_with('.'))
             }
         }
     }
@@ -810,7 +824,10 @@ struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        Self { format: "json".into(), level: "info".into() }
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -836,23 +853,36 @@ impl Config {
                 )],
             });
         }
-        Self::from_figment(Figment::new().merge(Toml::file(path)).merge(env_provider()), base_dir(path))
+        Self::from_figment(
+            Figment::new().merge(Toml::file(path)).merge(env_provider()),
+            base_dir(path),
+        )
     }
 
     /// Validates a TOML string (plus `SAMLGATE_*` variables); relative paths resolve from `base`.
     pub fn from_toml_str(toml: &str, base: &Path) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::new().merge(Toml::string(toml)).merge(env_provider()), base.to_path_buf())
+        Self::from_figment(
+            Figment::new()
+                .merge(Toml::string(toml))
+                .merge(env_provider()),
+            base.to_path_buf(),
+        )
     }
 
     fn from_figment(figment: Figment, base: PathBuf) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(|err| ConfigError {
             problems: err.into_iter().map(describe_figment_error).collect(),
         })?;
-        let mut v = Validator { problems: vec![], base };
+        let mut v = Validator {
+            problems: vec![],
+            base,
+        };
         let config = v.build(raw);
         match config {
             Some(config) if v.problems.is_empty() => Ok(config),
-            _ => Err(ConfigError { problems: v.problems }),
+            _ => Err(ConfigError {
+                problems: v.problems,
+            }),
         }
     }
 }
@@ -872,12 +902,23 @@ fn describe_figment_error(err: figment::Error) -> String {
     let key = err.path.join(".");
     let what = match &err.kind {
         figment::error::Kind::UnknownField(field, expected) => {
-            let key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
-            return format!("{key}: unknown key (expected one of: {})", expected.join(", "));
+            let key = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+            return format!(
+                "{key}: unknown key (expected one of: {})",
+                expected.join(", ")
+            );
         }
         kind => kind.to_string(),
     };
-    if key.is_empty() { what } else { format!("{key}: {what}") }
+    if key.is_empty() {
+        what
+    } else {
+        format!("{key}: {what}")
+    }
 }
 
 struct Validator {
@@ -894,7 +935,12 @@ impl Validator {
         match humantime::parse_duration(value.trim()) {
             Ok(d) => d,
             Err(e) => {
-                self.problem(key, format_args!("{value:?} is not a duration ({e}); write e.g. \"90s\", \"15m\", \"12h\""));
+                self.problem(
+                    key,
+                    format_args!(
+                        "{value:?} is not a duration ({e}); write e.g. \"90s\", \"15m\", \"12h\""
+                    ),
+                );
                 Duration::ZERO
             }
         }
@@ -904,7 +950,10 @@ impl Validator {
         match value.parse() {
             Ok(a) => a,
             Err(_) => {
-                self.problem(key, format_args!("{value:?} is not an address:port (e.g. \"0.0.0.0:8080\")"));
+                self.problem(
+                    key,
+                    format_args!("{value:?} is not an address:port (e.g. \"0.0.0.0:8080\")"),
+                );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         }
@@ -912,7 +961,11 @@ impl Validator {
 
     fn path(&self, value: &str) -> PathBuf {
         let p = PathBuf::from(value);
-        if p.is_absolute() { p } else { self.base.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
     }
 
     fn existing_file(&mut self, key: &str, value: &str) -> PathBuf {
@@ -924,10 +977,18 @@ impl Validator {
     }
 
     /// A secret given inline or as a `*_file` twin (whose trailing newline is dropped).
-    fn secret(&mut self, key: &str, inline: Option<String>, file: Option<String>) -> Option<Secret> {
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Option<Secret> {
         match (inline, file) {
             (Some(_), Some(_)) => {
-                self.problem(key, format_args!("set either {key} or {key}_file, not both"));
+                self.problem(
+                    key,
+                    format_args!("set either {key} or {key}_file, not both"),
+                );
                 None
             }
             (Some(s), None) => Some(Secret::new(s)),
@@ -936,7 +997,10 @@ impl Validator {
                 match std::fs::read_to_string(&p) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
                     Err(e) => {
-                        self.problem(&format!("{key}_file"), format_args!("cannot read {}: {e}", p.display()));
+                        self.problem(
+                            &format!("{key}_file"),
+                            format_args!("cannot read {}: {e}", p.display()),
+                        );
                         None
                     }
                 }
@@ -970,9 +1034,14 @@ impl Validator {
 
     fn http_url(&mut self, key: &str, value: &str) -> Option<http::Uri> {
         match value.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(u),
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                Some(u)
+            }
             _ => {
-                self.problem(key, format_args!("{value:?} is not an absolute http(s) URL"));
+                self.problem(
+                    key,
+                    format_args!("{value:?} is not an absolute http(s) URL"),
+                );
                 None
             }
         }
@@ -1006,24 +1075,38 @@ impl Validator {
             .trusted_proxies
             .iter()
             .filter_map(|s| {
-                s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from)).or_else(|| {
-                    self.problem("server.trusted_proxies", format_args!("{s:?} is not a CIDR (e.g. \"10.0.0.0/8\") or IP"));
-                    None
-                })
+                s.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+                    .or_else(|| {
+                        self.problem(
+                            "server.trusted_proxies",
+                            format_args!("{s:?} is not a CIDR (e.g. \"10.0.0.0/8\") or IP"),
+                        );
+                        None
+                    })
             })
             .collect();
         let public_url = match raw.public_url {
             None => {
-                self.problem("server.public_url", "missing: the base URL browsers use, e.g. \"https://dash.example.com\"");
+                self.problem(
+                    "server.public_url",
+                    "missing: the base URL browsers use, e.g. \"https://dash.example.com\"",
+                );
                 "http://127.0.0.1".to_string()
             }
             Some(u) => {
                 let trimmed = u.trim_end_matches('/').to_string();
                 match self.http_url("server.public_url", &trimmed) {
                     Some(uri) if uri.path() != "/" && !uri.path().is_empty() => {
-                        self.problem("server.public_url", "must not have a path; samlgate serves from the root of its host");
+                        self.problem(
+                            "server.public_url",
+                            "must not have a path; samlgate serves from the root of its host",
+                        );
                     }
-                    Some(uri) if uri.query().is_some() => self.problem("server.public_url", "must not have a query"),
+                    Some(uri) if uri.query().is_some() => {
+                        self.problem("server.public_url", "must not have a query")
+                    }
                     _ => {}
                 }
                 trimmed
@@ -1062,7 +1145,10 @@ impl Validator {
     fn upstream(&mut self, raw: RawUpstream) -> Option<UpstreamConfig> {
         let url = match raw.url {
             None => {
-                self.problem("upstream.url", "missing: the dashboard's URL, e.g. \"http://127.0.0.1:3000\"");
+                self.problem(
+                    "upstream.url",
+                    "missing: the dashboard's URL, e.g. \"http://127.0.0.1:3000\"",
+                );
                 None
             }
             Some(u) => self.http_url("upstream.url", &u),
@@ -1082,10 +1168,15 @@ impl Validator {
             .collect();
         for reserved in ["/saml/", "/.well-known/samlgate/"] {
             if raw.public_paths.iter().any(|p| p.starts_with(reserved)) {
-                self.problem("upstream.public_paths", format_args!("paths under {reserved} belong to samlgate"));
+                self.problem(
+                    "upstream.public_paths",
+                    format_args!("paths under {reserved} belong to samlgate"),
+                );
             }
         }
-        let ca_file = raw.ca_file.map(|f| self.existing_file("upstream.ca_file", &f));
+        let ca_file = raw
+            .ca_file
+            .map(|f| self.existing_file("upstream.ca_file", &f));
         Some(UpstreamConfig {
             url: url?,
             connect_timeout,
@@ -1099,12 +1190,19 @@ impl Validator {
     fn saml(&mut self, raw: RawSaml, public_url: &str) -> SamlConfig {
         let idp_metadata = match (raw.idp_metadata_file, raw.idp_metadata_url) {
             (Some(_), Some(_)) => {
-                self.problem("saml.idp_metadata_file", "set either idp_metadata_file or idp_metadata_url, not both");
+                self.problem(
+                    "saml.idp_metadata_file",
+                    "set either idp_metadata_file or idp_metadata_url, not both",
+                );
                 IdpMetadataSource::File(PathBuf::new())
             }
-            (Some(f), None) => IdpMetadataSource::File(self.existing_file("saml.idp_metadata_file", &f)),
+            (Some(f), None) => {
+                IdpMetadataSource::File(self.existing_file("saml.idp_metadata_file", &f))
+            }
             (None, Some(u)) => {
-                let url = self.http_url("saml.idp_metadata_url", &u).unwrap_or_default();
+                let url = self
+                    .http_url("saml.idp_metadata_url", &u)
+                    .unwrap_or_default();
                 let refresh = self.duration("saml.idp_metadata_refresh", &raw.idp_metadata_refresh);
                 if refresh < Duration::from_secs(60) {
                     self.problem("saml.idp_metadata_refresh", "must be at least \"1m\"");
@@ -1123,14 +1221,24 @@ impl Validator {
                 IdpMetadataSource::File(PathBuf::new())
             }
         };
-        let sp_cert_file = raw.sp_cert_file.map(|f| self.existing_file("saml.sp_cert_file", &f));
-        let sp_key_file = raw.sp_key_file.map(|f| self.existing_file("saml.sp_key_file", &f));
+        let sp_cert_file = raw
+            .sp_cert_file
+            .map(|f| self.existing_file("saml.sp_cert_file", &f));
+        let sp_key_file = raw
+            .sp_key_file
+            .map(|f| self.existing_file("saml.sp_key_file", &f));
         if sp_cert_file.is_some() != sp_key_file.is_some() {
-            self.problem("saml.sp_cert_file", "sp_cert_file and sp_key_file go together: set both or neither");
+            self.problem(
+                "saml.sp_cert_file",
+                "sp_cert_file and sp_key_file go together: set both or neither",
+            );
         }
         let clock_skew = self.duration("saml.clock_skew", &raw.clock_skew);
         if clock_skew > Duration::from_secs(600) {
-            self.problem("saml.clock_skew", "at most \"10m\"; fix the clocks (NTP) instead");
+            self.problem(
+                "saml.clock_skew",
+                "at most \"10m\"; fix the clocks (NTP) instead",
+            );
         }
         let max_issue_age = self.duration("saml.max_issue_age", &raw.max_issue_age);
         let login_timeout = self.duration("saml.login_timeout", &raw.login_timeout);
@@ -1145,12 +1253,20 @@ impl Validator {
             }
         }
         if raw.allowed_algorithms.is_empty() {
-            self.problem("saml.allowed_algorithms", "must name at least one algorithm");
+            self.problem(
+                "saml.allowed_algorithms",
+                "must name at least one algorithm",
+            );
         }
         if raw.max_response_bytes < 1024 || raw.max_response_bytes > 16 * 1024 * 1024 {
-            self.problem("saml.max_response_bytes", "must be between 1024 and 16777216");
+            self.problem(
+                "saml.max_response_bytes",
+                "must be between 1024 and 16777216",
+            );
         }
-        let entity_id = raw.entity_id.unwrap_or_else(|| format!("{public_url}/saml/metadata"));
+        let entity_id = raw
+            .entity_id
+            .unwrap_or_else(|| format!("{public_url}/saml/metadata"));
         if entity_id.trim().is_empty() {
             self.problem("saml.entity_id", "must not be empty");
         }
@@ -1201,27 +1317,47 @@ impl Validator {
                 None
             }
             Some(s) if s.expose().len() < 32 => {
-                self.problem("session.secret", "too short: at least 32 bytes are required");
+                self.problem(
+                    "session.secret",
+                    "too short: at least 32 bytes are required",
+                );
                 None
             }
             Some(s) => Some(s),
         };
-        let mut previous_secrets: Vec<Secret> = raw.previous_secrets.into_iter().map(Secret::new).collect();
+        let mut previous_secrets: Vec<Secret> =
+            raw.previous_secrets.into_iter().map(Secret::new).collect();
         if let Some(f) = raw.previous_secrets_file {
             let p = self.path(&f);
             match std::fs::read_to_string(&p) {
-                Ok(s) => previous_secrets.extend(s.lines().filter(|l| !l.trim().is_empty()).map(|l| Secret::new(l.trim()))),
-                Err(e) => self.problem("session.previous_secrets_file", format_args!("cannot read {}: {e}", p.display())),
+                Ok(s) => previous_secrets.extend(
+                    s.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| Secret::new(l.trim())),
+                ),
+                Err(e) => self.problem(
+                    "session.previous_secrets_file",
+                    format_args!("cannot read {}: {e}", p.display()),
+                ),
             }
         }
         if previous_secrets.iter().any(|s| s.expose().len() < 32) {
-            self.problem("session.previous_secrets", "every previous secret must be at least 32 bytes");
+            self.problem(
+                "session.previous_secrets",
+                "every previous secret must be at least 32 bytes",
+            );
         }
         let cookie_ok = !raw.cookie_name.is_empty()
-            && raw.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && raw
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             && !raw.cookie_name.starts_with("__");
         if !cookie_ok {
-            self.problem("session.cookie_name", "use letters, digits, '-', '_' or '.', not starting with \"__\"");
+            self.problem(
+                "session.cookie_name",
+                "use letters, digits, '-', '_' or '.', not starting with \"__\"",
+            );
         }
         let lifetime = self.duration("session.lifetime", &raw.lifetime);
         let idle_timeout = self.duration("session.idle_timeout", &raw.idle_timeout);
@@ -1235,17 +1371,27 @@ impl Validator {
             "memory" => StoreKind::Memory,
             "redis" => StoreKind::Redis,
             other => {
-                self.problem("session.store", format_args!("{other:?} is unknown: use \"memory\" or \"redis\""));
+                self.problem(
+                    "session.store",
+                    format_args!("{other:?} is unknown: use \"memory\" or \"redis\""),
+                );
                 StoreKind::Memory
             }
         };
         let redis_url = match raw.redis_url_file {
-            Some(f) => self.secret("session.redis_url", None, Some(f)).unwrap_or_else(|| Secret::new("")),
+            Some(f) => self
+                .secret("session.redis_url", None, Some(f))
+                .unwrap_or_else(|| Secret::new("")),
             None => Secret::new(raw.redis_url),
         };
         if store == StoreKind::Redis {
             let u = redis_url.expose();
-            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://") || u.starts_with("unix://")) || url::Url::parse(u).is_err() {
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://")
+                || u.starts_with("unix://"))
+                || url::Url::parse(u).is_err()
+            {
                 // Never echo the URL: it may carry a password.
                 self.problem("session.redis_url", "not a redis:// or rediss:// URL");
             }
@@ -1253,7 +1399,10 @@ impl Validator {
         let operation_timeout = self.duration("session.operation_timeout", &raw.operation_timeout);
         let local_ttl = self.duration("session.local_ttl", &raw.local_ttl);
         if local_ttl > Duration::from_secs(60) {
-            self.problem("session.local_ttl", "at most \"60s\" (it delays logouts made elsewhere when pub/sub is lost)");
+            self.problem(
+                "session.local_ttl",
+                "at most \"60s\" (it delays logouts made elsewhere when pub/sub is lost)",
+            );
         }
         if raw.max_entries == 0 {
             self.problem("session.max_entries", "must be at least 1");
@@ -1275,18 +1424,29 @@ impl Validator {
 
     fn provisioning(&mut self, raw: RawProvisioning) -> Option<ProvisioningConfig> {
         if raw.api != "scim" {
-            self.problem("provisioning.api", format_args!("{:?} is unknown: only \"scim\" is supported", raw.api));
+            self.problem(
+                "provisioning.api",
+                format_args!("{:?} is unknown: only \"scim\" is supported", raw.api),
+            );
         }
         let url = match raw.url {
             None => {
-                self.problem("provisioning.url", "missing: the SCIM base URL, e.g. \"https://dash.example.com/scim/v2\"");
+                self.problem(
+                    "provisioning.url",
+                    "missing: the SCIM base URL, e.g. \"https://dash.example.com/scim/v2\"",
+                );
                 None
             }
-            Some(u) => self.http_url("provisioning.url", &u).map(|_| u.trim_end_matches('/').to_string()),
+            Some(u) => self
+                .http_url("provisioning.url", &u)
+                .map(|_| u.trim_end_matches('/').to_string()),
         };
         let token = self.secret("provisioning.token", raw.token, raw.token_file);
         if token.is_none() {
-            self.problem("provisioning.token", "missing: the admin API's bearer token (or provisioning.token_file)");
+            self.problem(
+                "provisioning.token",
+                "missing: the admin API's bearer token (or provisioning.token_file)",
+            );
         }
         let timeout = self.duration("provisioning.timeout", &raw.timeout);
         let cache_ttl = self.duration("provisioning.cache_ttl", &raw.cache_ttl);
@@ -1294,16 +1454,34 @@ impl Validator {
             "scim" => Some(Payload::Scim),
             "braze" => {
                 let origin = raw.braze.request_origin.clone();
-                let department = raw.braze.department.clone().unwrap_or_else(|| "engineering".into());
-                const DEPARTMENTS: [&str; 7] = ["agency", "bi", "c_suite", "engineering", "finance", "marketing", "pm"];
+                let department = raw
+                    .braze
+                    .department
+                    .clone()
+                    .unwrap_or_else(|| "engineering".into());
+                const DEPARTMENTS: [&str; 7] = [
+                    "agency",
+                    "bi",
+                    "c_suite",
+                    "engineering",
+                    "finance",
+                    "marketing",
+                    "pm",
+                ];
                 if !DEPARTMENTS.contains(&department.as_str()) {
                     self.problem(
                         "provisioning.braze.department",
-                        format_args!("{department:?} is not a Braze department ({})", DEPARTMENTS.join(", ")),
+                        format_args!(
+                            "{department:?} is not a Braze department ({})",
+                            DEPARTMENTS.join(", ")
+                        ),
                     );
                 }
                 match origin {
-                    Some(o) if !o.is_empty() => Some(Payload::Braze { request_origin: o, department }),
+                    Some(o) if !o.is_empty() => Some(Payload::Braze {
+                        request_origin: o,
+                        department,
+                    }),
                     _ => {
                         self.problem(
                             "provisioning.braze.request_origin",
@@ -1319,7 +1497,10 @@ impl Validator {
                     Ok(text) => match check_template(&text) {
                         Ok(()) => Some(Payload::Template { path: p, text }),
                         Err(e) => {
-                            self.problem("provisioning.payload", format_args!("template {}: {e}", p.display()));
+                            self.problem(
+                                "provisioning.payload",
+                                format_args!("template {}: {e}", p.display()),
+                            );
                             None
                         }
                     },
@@ -1335,27 +1516,42 @@ impl Validator {
         };
         let default_workspace = raw.default_workspace.filter(|s| !s.is_empty());
         if default_workspace.is_none() {
-            self.problem("provisioning.default_workspace", "missing: the workspace new users get");
+            self.problem(
+                "provisioning.default_workspace",
+                "missing: the workspace new users get",
+            );
         }
         let default_permission_set = raw.default_permission_set.filter(|s| !s.is_empty());
         if default_permission_set.is_none() {
-            self.problem("provisioning.default_permission_set", "missing: the permission set new users get");
+            self.problem(
+                "provisioning.default_permission_set",
+                "missing: the permission set new users get",
+            );
         }
         let allowed_domains = self.domains("provisioning.allowed_domains", &raw.allowed_domains);
         let mut rules = vec![];
         for (i, r) in raw.rules.into_iter().enumerate() {
             match (r.group, r.workspace, r.permission_set) {
-                (Some(group), Some(workspace), Some(permission_set)) if !group.is_empty() => {
-                    rules.push(ProvisioningRule { group, workspace, permission_set })
-                }
-                _ => self.problem(&format!("provisioning.rules[{i}]"), "needs group, workspace and permission_set"),
+                (Some(group), Some(workspace), Some(permission_set)) if !group.is_empty() => rules
+                    .push(ProvisioningRule {
+                        group,
+                        workspace,
+                        permission_set,
+                    }),
+                _ => self.problem(
+                    &format!("provisioning.rules[{i}]"),
+                    "needs group, workspace and permission_set",
+                ),
             }
         }
         let mode = match raw.mode.as_str() {
             "create_only" => ProvisioningMode::CreateOnly,
             "sync_on_login" => ProvisioningMode::SyncOnLogin,
             other => {
-                self.problem("provisioning.mode", format_args!("{other:?} is unknown: use \"create_only\" or \"sync_on_login\""));
+                self.problem(
+                    "provisioning.mode",
+                    format_args!("{other:?} is unknown: use \"create_only\" or \"sync_on_login\""),
+                );
                 ProvisioningMode::CreateOnly
             }
         };
@@ -1376,7 +1572,14 @@ impl Validator {
 
     fn headers(&mut self, raw: RawHeaders, public_url: &str) -> HeadersConfig {
         let names = match raw.preset.as_deref() {
-            None => [raw.user, raw.email, raw.name, raw.groups, raw.workspace, raw.permission_set],
+            None => [
+                raw.user,
+                raw.email,
+                raw.name,
+                raw.groups,
+                raw.workspace,
+                raw.permission_set,
+            ],
             Some("grafana") => [
                 "X-WEBAUTH-USER",
                 "X-WEBAUTH-EMAIL",
@@ -1387,12 +1590,33 @@ impl Validator {
             ]
             .map(String::from),
             Some(other) => {
-                self.problem("headers.preset", format_args!("{other:?} is unknown: the only preset is \"grafana\""));
-                [raw.user, raw.email, raw.name, raw.groups, raw.workspace, raw.permission_set]
+                self.problem(
+                    "headers.preset",
+                    format_args!("{other:?} is unknown: the only preset is \"grafana\""),
+                );
+                [
+                    raw.user,
+                    raw.email,
+                    raw.name,
+                    raw.groups,
+                    raw.workspace,
+                    raw.permission_set,
+                ]
             }
         };
-        let keys = ["headers.user", "headers.email", "headers.name", "headers.groups", "headers.workspace", "headers.permission_set"];
-        let parsed: Vec<HeaderName> = keys.iter().zip(names.iter()).map(|(k, v)| self.header_name(k, v)).collect();
+        let keys = [
+            "headers.user",
+            "headers.email",
+            "headers.name",
+            "headers.groups",
+            "headers.workspace",
+            "headers.permission_set",
+        ];
+        let parsed: Vec<HeaderName> = keys
+            .iter()
+            .zip(names.iter())
+            .map(|(k, v)| self.header_name(k, v))
+            .collect();
         let jwt = raw.jwt.map(|j| {
             let ttl = self.duration("headers.jwt.ttl", &j.ttl);
             if ttl > Duration::from_secs(300) || ttl < Duration::from_secs(10) {
@@ -1400,7 +1624,9 @@ impl Validator {
             }
             JwtConfig {
                 header: self.header_name("headers.jwt.header", &j.header),
-                key_file: j.key_file.map(|f| self.existing_file("headers.jwt.key_file", &f)),
+                key_file: j
+                    .key_file
+                    .map(|f| self.existing_file("headers.jwt.key_file", &f)),
                 audience: j.audience,
                 issuer: j.issuer.unwrap_or_else(|| public_url.to_string()),
                 ttl,
@@ -1410,7 +1636,8 @@ impl Validator {
             self.problem("headers.max_groups_bytes", "must be at least 64");
         }
         let [user, email, name, groups, workspace, permission_set] =
-            <[HeaderName; 6]>::try_from(parsed).unwrap_or_else(|_| unreachable!("six names in, six out"));
+            <[HeaderName; 6]>::try_from(parsed)
+                .unwrap_or_else(|_| unreachable!("six names in, six out"));
         HeadersConfig {
             user,
             email,
@@ -1434,19 +1661,28 @@ impl Validator {
                 continue;
             };
             if !prefix.starts_with('/') || prefix.contains(['?', '#', '%', '\\', '*']) {
-                self.problem(&format!("{key}.path_prefix"), format_args!("{prefix:?} must be a plain path starting with '/'"));
+                self.problem(
+                    &format!("{key}.path_prefix"),
+                    format_args!("{prefix:?} must be a plain path starting with '/'"),
+                );
             }
             let methods = r
                 .methods
                 .iter()
                 .filter_map(|m| {
-                    http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok().or_else(|| {
-                        self.problem(&format!("{key}.methods"), format_args!("{m:?} is not an HTTP method"));
-                        None
-                    })
+                    http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .ok()
+                        .or_else(|| {
+                            self.problem(
+                                &format!("{key}.methods"),
+                                format_args!("{m:?} is not an HTTP method"),
+                            );
+                            None
+                        })
                 })
                 .collect();
-            let allowed_domains = self.domains(&format!("{key}.allowed_domains"), &r.allowed_domains);
+            let allowed_domains =
+                self.domains(&format!("{key}.allowed_domains"), &r.allowed_domains);
             rules.push(AccessRule {
                 path_prefix: prefix.trim_end_matches('/').to_string(),
                 methods,
@@ -1454,7 +1690,11 @@ impl Validator {
                 allowed_domains,
             });
         }
-        AccessConfig { allowed_groups: raw.allowed_groups, allowed_domains, rules }
+        AccessConfig {
+            allowed_groups: raw.allowed_groups,
+            allowed_domains,
+            rules,
+        }
     }
 
     fn log(&mut self, raw: RawLog) -> LogConfig {
@@ -1462,19 +1702,38 @@ impl Validator {
             "json" => LogFormat::Json,
             "pretty" => LogFormat::Pretty,
             other => {
-                self.problem("log.format", format_args!("{other:?} is unknown: use \"json\" or \"pretty\""));
+                self.problem(
+                    "log.format",
+                    format_args!("{other:?} is unknown: use \"json\" or \"pretty\""),
+                );
                 LogFormat::Json
             }
         };
         if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
-            self.problem("log.level", format_args!("{:?} is not a level or filter (trace, debug, info, warn, error)", raw.level));
+            self.problem(
+                "log.level",
+                format_args!(
+                    "{:?} is not a level or filter (trace, debug, info, warn, error)",
+                    raw.level
+                ),
+            );
         }
-        LogConfig { format, level: raw.level }
+        LogConfig {
+            format,
+            level: raw.level,
+        }
     }
 }
 
 /// The placeholders a provisioning template may use.
-pub const TEMPLATE_PLACEHOLDERS: [&str; 6] = ["email", "first_name", "last_name", "workspace", "permission_set", "groups"];
+pub const TEMPLATE_PLACEHOLDERS: [&str; 6] = [
+    "email",
+    "first_name",
+    "last_name",
+    "workspace",
+    "permission_set",
+    "groups",
+];
 
 /// Checks that a template fills into valid JSON and names only known placeholders.
 fn check_template(text: &str) -> Result<(), String> {
@@ -1486,7 +1745,10 @@ fn check_template(text: &str) -> Result<(), String> {
         };
         let name = after[..end].trim();
         if !TEMPLATE_PLACEHOLDERS.contains(&name) {
-            return Err(format!("unknown placeholder {{{{{name}}}}} (known: {})", TEMPLATE_PLACEHOLDERS.join(", ")));
+            return Err(format!(
+                "unknown placeholder {{{{{name}}}}} (known: {})",
+                TEMPLATE_PLACEHOLDERS.join(", ")
+            ));
         }
         rest = &after[end + 2..];
     }

@@ -3,6 +3,6 @@
 //! and forwards every authenticated request upstream with identity headers added.
 
 pub mod config;
-pub mod identity;
 pub mod demo;
+pub mod identity;
 pub mod saml;

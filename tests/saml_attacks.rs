@@ -12,10 +12,13 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use samlgate::config::SignatureAlgorithm;
 use samlgate::demo::signer::{
-    DEFAULT_ACS_URL, DEFAULT_REQUEST_ID, DEFAULT_SP_ENTITY_ID, ResponseSpec, SignAlgorithm, SignMode, TestIdp, to_form_value,
+    DEFAULT_ACS_URL, DEFAULT_REQUEST_ID, DEFAULT_SP_ENTITY_ID, ResponseSpec, SignAlgorithm,
+    SignMode, TestIdp, to_form_value,
 };
 use samlgate::saml::harden::HardenError;
-use samlgate::saml::{Error, IdpMetadata, MetadataError, Policy, Reduce, Saml, SetupError, Verified};
+use samlgate::saml::{
+    Error, IdpMetadata, MetadataError, Policy, Reduce, Saml, SetupError, Verified,
+};
 
 const IDP: &str = "https://idp.example.com/metadata";
 
@@ -36,7 +39,9 @@ fn sp_keys() -> &'static TestIdp {
 }
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).single().expect("time")
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
+        .single()
+        .expect("time")
 }
 
 fn spec() -> ResponseSpec {
@@ -50,7 +55,9 @@ fn policy(reduce: Reduce) -> Policy {
 }
 
 fn saml_with(p: Policy) -> Saml {
-    let md = idp().metadata_xml("https://idp.example.com/sso", None).expect("md");
+    let md = idp()
+        .metadata_xml("https://idp.example.com/sso", None)
+        .expect("md");
     let sp = sp_keys();
     Saml::new(
         p,
@@ -69,7 +76,11 @@ fn verify_with(p: Policy, xml: &str, pending: Option<&str>) -> Result<Verified, 
 fn verify(xml: &str) -> Result<Verified, Error> {
     let a = verify_with(policy(Reduce::PreDigest), xml, Some(DEFAULT_REQUEST_ID));
     let b = verify_with(policy(Reduce::Marked), xml, Some(DEFAULT_REQUEST_ID));
-    assert_eq!(a.is_ok(), b.is_ok(), "reduce modes disagree: {a:?} vs {b:?}");
+    assert_eq!(
+        a.is_ok(),
+        b.is_ok(),
+        "reduce modes disagree: {a:?} vs {b:?}"
+    );
     a
 }
 
@@ -141,17 +152,26 @@ fn accepts_assertion_signed() {
 
 #[test]
 fn accepts_response_signed() {
-    accepted(&signed(&ResponseSpec { sign: SignMode::Response, ..spec() }));
+    accepted(&signed(&ResponseSpec {
+        sign: SignMode::Response,
+        ..spec()
+    }));
 }
 
 #[test]
 fn accepts_both_signed() {
-    accepted(&signed(&ResponseSpec { sign: SignMode::Both, ..spec() }));
+    accepted(&signed(&ResponseSpec {
+        sign: SignMode::Both,
+        ..spec()
+    }));
 }
 
 #[test]
 fn accepts_encrypted_signed_assertion_in_unsigned_response() {
-    let s = ResponseSpec { encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")), ..spec() };
+    let s = ResponseSpec {
+        encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")),
+        ..spec()
+    };
     let xml = signed(&s);
     assert!(xml.contains("EncryptedAssertion"));
     assert_eq!(accepted(&xml).name_id, "alice@example.com");
@@ -159,26 +179,40 @@ fn accepts_encrypted_signed_assertion_in_unsigned_response() {
 
 #[test]
 fn accepts_signed_response_with_encrypted_unsigned_assertion() {
-    let s = ResponseSpec { sign: SignMode::Response, encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")), ..spec() };
+    let s = ResponseSpec {
+        sign: SignMode::Response,
+        encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")),
+        ..spec()
+    };
     accepted(&signed(&s));
 }
 
 #[test]
 fn rejects_unsigned_response_with_encrypted_unsigned_assertion() {
-    let s = ResponseSpec { sign: SignMode::None, encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")), ..spec() };
+    let s = ResponseSpec {
+        sign: SignMode::None,
+        encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")),
+        ..spec()
+    };
     assert_eq!(rejected(&signed(&s)), Error::Unsigned);
 }
 
 #[test]
 fn tampered_ciphertext_gives_one_generic_error() {
-    let s = ResponseSpec { encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")), ..spec() };
+    let s = ResponseSpec {
+        encrypt_to_pem: Some(sp_keys().cert_pem().expect("pem")),
+        ..spec()
+    };
     let xml = signed(&s);
     // Flip a character of the content ciphertext (the last CipherValue).
     let pos = xml.rfind("<xenc:CipherValue>").expect("cv") + "<xenc:CipherValue>".len() + 30;
     let c = &xml[pos..=pos];
     let flipped = if c == "A" { "B" } else { "A" };
     let bad = format!("{}{}{}", &xml[..pos], flipped, &xml[pos + 1..]);
-    assert!(matches!(rejected(&bad), Error::Decryption | Error::Structure(_) | Error::Signature));
+    assert!(matches!(
+        rejected(&bad),
+        Error::Decryption | Error::Structure(_) | Error::Signature
+    ));
     // The wrapped key itself: always the same error.
     let pos = xml.find("<xenc:CipherValue>").expect("cv") + "<xenc:CipherValue>".len() + 10;
     let c = &xml[pos..=pos];
@@ -191,13 +225,19 @@ fn tampered_ciphertext_gives_one_generic_error() {
 
 #[test]
 fn xsw1_signed_response_inside_evil_response_signature() {
-    let s = ResponseSpec { sign: SignMode::Response, ..spec() };
+    let s = ResponseSpec {
+        sign: SignMode::Response,
+        ..spec()
+    };
     let orig = signed(&s);
     let orig_body = samlgate::demo::signer::strip_xml_declaration(&orig).to_string();
     let sig = signature(&orig);
     let evil_sig = sig.replace("</ds:Signature>", &format!("{orig_body}</ds:Signature>"));
     let evil = without_signature(&orig)
-        .replace(&format!(r#"ID="{}""#, s.response_id), r#"ID="_evil_response""#)
+        .replace(
+            &format!(r#"ID="{}""#, s.response_id),
+            r#"ID="_evil_response""#,
+        )
         .replace("alice@example.com", "admin@evil.test")
         .replacen("</saml:Issuer>", &format!("</saml:Issuer>{evil_sig}"), 1);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
@@ -205,14 +245,24 @@ fn xsw1_signed_response_inside_evil_response_signature() {
 
 #[test]
 fn xsw2_signed_response_before_evil_signature() {
-    let s = ResponseSpec { sign: SignMode::Response, ..spec() };
+    let s = ResponseSpec {
+        sign: SignMode::Response,
+        ..spec()
+    };
     let orig = signed(&s);
     let orig_body = samlgate::demo::signer::strip_xml_declaration(&orig).to_string();
     let sig = signature(&orig);
     let evil = without_signature(&orig)
-        .replace(&format!(r#"ID="{}""#, s.response_id), r#"ID="_evil_response""#)
+        .replace(
+            &format!(r#"ID="{}""#, s.response_id),
+            r#"ID="_evil_response""#,
+        )
         .replace("alice@example.com", "admin@evil.test")
-        .replacen("</saml:Issuer>", &format!("</saml:Issuer>{orig_body}{sig}"), 1);
+        .replacen(
+            "</saml:Issuer>",
+            &format!("</saml:Issuer>{orig_body}{sig}"),
+            1,
+        );
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
@@ -221,8 +271,14 @@ fn xsw3_evil_assertion_before_signed_one() {
     let s = spec();
     let orig = signed(&s);
     let a = assertion(&orig);
-    let evil = replace_assertion(&orig, &format!("{}{}", evil_copy(&a, "_evil", &s.assertion_id), a));
-    assert_eq!(rejected(&evil), Error::Structure(HardenError::AssertionCount { found: 2 }));
+    let evil = replace_assertion(
+        &orig,
+        &format!("{}{}", evil_copy(&a, "_evil", &s.assertion_id), a),
+    );
+    assert_eq!(
+        rejected(&evil),
+        Error::Structure(HardenError::AssertionCount { found: 2 })
+    );
 }
 
 #[test]
@@ -230,8 +286,12 @@ fn xsw4_signed_assertion_inside_evil_assertion() {
     let s = spec();
     let orig = signed(&s);
     let a = assertion(&orig);
-    let e = evil_copy(&a, "_evil", &s.assertion_id).replace("</saml:Subject>", &format!("</saml:Subject>{a}"));
-    assert!(matches!(rejected(&replace_assertion(&orig, &e)), Error::Structure(_)));
+    let e = evil_copy(&a, "_evil", &s.assertion_id)
+        .replace("</saml:Subject>", &format!("</saml:Subject>{a}"));
+    assert!(matches!(
+        rejected(&replace_assertion(&orig, &e)),
+        Error::Structure(_)
+    ));
 }
 
 #[test]
@@ -239,8 +299,15 @@ fn xsw5_signature_in_evil_assertion_original_appended() {
     let s = spec();
     let orig = signed(&s);
     let a = assertion(&orig);
-    let e = evil_copy(&a, "_evil", &s.assertion_id).replacen("</saml:Issuer>", &format!("</saml:Issuer>{}", signature(&a)), 1);
-    let evil = replace_assertion(&orig, &e).replace("</samlp:Response>", &format!("{}</samlp:Response>", without_signature(&a)));
+    let e = evil_copy(&a, "_evil", &s.assertion_id).replacen(
+        "</saml:Issuer>",
+        &format!("</saml:Issuer>{}", signature(&a)),
+        1,
+    );
+    let evil = replace_assertion(&orig, &e).replace(
+        "</samlp:Response>",
+        &format!("{}</samlp:Response>", without_signature(&a)),
+    );
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
@@ -250,8 +317,15 @@ fn xsw6_original_inside_signature_of_evil_assertion() {
     let orig = signed(&s);
     let a = assertion(&orig);
     let sig = signature(&a).replace("</ds:Signature>", &format!("{a}</ds:Signature>"));
-    let e = evil_copy(&a, "_evil", &s.assertion_id).replacen("</saml:Issuer>", &format!("</saml:Issuer>{sig}"), 1);
-    assert!(matches!(rejected(&replace_assertion(&orig, &e)), Error::Structure(_)));
+    let e = evil_copy(&a, "_evil", &s.assertion_id).replacen(
+        "</saml:Issuer>",
+        &format!("</saml:Issuer>{sig}"),
+        1,
+    );
+    assert!(matches!(
+        rejected(&replace_assertion(&orig, &e)),
+        Error::Structure(_)
+    ));
 }
 
 #[test]
@@ -260,8 +334,11 @@ fn xsw7_signed_assertion_in_extensions() {
     let orig = signed(&s);
     let a = assertion(&orig);
     let e = evil_copy(&a, "_evil", &s.assertion_id);
-    let evil = replace_assertion(&orig, &e)
-        .replacen("</saml:Issuer>", &format!("</saml:Issuer><samlp:Extensions>{a}</samlp:Extensions>"), 1);
+    let evil = replace_assertion(&orig, &e).replacen(
+        "</saml:Issuer>",
+        &format!("</saml:Issuer><samlp:Extensions>{a}</samlp:Extensions>"),
+        1,
+    );
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
@@ -270,9 +347,20 @@ fn xsw8_original_in_ds_object() {
     let s = spec();
     let orig = signed(&s);
     let a = assertion(&orig);
-    let sig = signature(&a).replace("</ds:Signature>", &format!("<ds:Object>{}</ds:Object></ds:Signature>", without_signature(&a)));
-    let e = without_signature(&a).replace("alice@example.com", "admin@evil.test").replacen("</saml:Issuer>", &format!("</saml:Issuer>{sig}"), 1);
-    assert!(matches!(rejected(&replace_assertion(&orig, &e)), Error::Structure(_)));
+    let sig = signature(&a).replace(
+        "</ds:Signature>",
+        &format!(
+            "<ds:Object>{}</ds:Object></ds:Signature>",
+            without_signature(&a)
+        ),
+    );
+    let e = without_signature(&a)
+        .replace("alice@example.com", "admin@evil.test")
+        .replacen("</saml:Issuer>", &format!("</saml:Issuer>{sig}"), 1);
+    assert!(matches!(
+        rejected(&replace_assertion(&orig, &e)),
+        Error::Structure(_)
+    ));
 }
 
 #[test]
@@ -281,7 +369,10 @@ fn xsw9_original_in_unknown_wrapper() {
     let orig = signed(&s);
     let a = assertion(&orig);
     let e = evil_copy(&a, "_evil", &s.assertion_id);
-    let evil = replace_assertion(&orig, &format!(r#"<xsw:wrapper xmlns:xsw="urn:evil">{a}</xsw:wrapper>{e}"#));
+    let evil = replace_assertion(
+        &orig,
+        &format!(r#"<xsw:wrapper xmlns:xsw="urn:evil">{a}</xsw:wrapper>{e}"#),
+    );
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
@@ -292,17 +383,34 @@ fn xsw10_original_in_advice_of_evil_assertion_with_same_id() {
     let a = assertion(&orig);
     let e = without_signature(&a)
         .replace("alice@example.com", "admin@evil.test")
-        .replace("</saml:Conditions>", &format!("</saml:Conditions><saml:Advice>{a}</saml:Advice>"));
-    assert!(matches!(rejected(&replace_assertion(&orig, &e)), Error::Structure(_)));
+        .replace(
+            "</saml:Conditions>",
+            &format!("</saml:Conditions><saml:Advice>{a}</saml:Advice>"),
+        );
+    assert!(matches!(
+        rejected(&replace_assertion(&orig, &e)),
+        Error::Structure(_)
+    ));
 }
 
 #[test]
 fn whole_signed_response_wrapped_in_evil_response() {
-    let s = ResponseSpec { sign: SignMode::Response, ..spec() };
+    let s = ResponseSpec {
+        sign: SignMode::Response,
+        ..spec()
+    };
     let orig = signed(&s);
     let body = samlgate::demo::signer::strip_xml_declaration(&orig).to_string();
-    let evil_spec = ResponseSpec { name_id: "admin@evil.test".into(), sign: SignMode::None, ..spec() };
-    let evil = signed(&evil_spec).replacen("</saml:Issuer>", &format!("</saml:Issuer><samlp:Extensions>{body}</samlp:Extensions>"), 1);
+    let evil_spec = ResponseSpec {
+        name_id: "admin@evil.test".into(),
+        sign: SignMode::None,
+        ..spec()
+    };
+    let evil = signed(&evil_spec).replacen(
+        "</saml:Issuer>",
+        &format!("</saml:Issuer><samlp:Extensions>{body}</samlp:Extensions>"),
+        1,
+    );
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
@@ -312,8 +420,15 @@ fn duplicate_ids() {
     let orig = signed(&s);
     let a = assertion(&orig);
     let e = without_signature(&a).replace("alice@example.com", "admin@evil.test");
-    let evil = orig.replacen("</saml:Issuer>", &format!("</saml:Issuer><samlp:Extensions>{e}</samlp:Extensions>"), 1);
-    assert!(matches!(rejected(&evil), Error::Structure(HardenError::DuplicateId | HardenError::AssertionMisplaced)));
+    let evil = orig.replacen(
+        "</saml:Issuer>",
+        &format!("</saml:Issuer><samlp:Extensions>{e}</samlp:Extensions>"),
+        1,
+    );
+    assert!(matches!(
+        rejected(&evil),
+        Error::Structure(HardenError::DuplicateId | HardenError::AssertionMisplaced)
+    ));
 }
 
 #[test]
@@ -321,21 +436,46 @@ fn two_assertions_one_signed() {
     let s = spec();
     let orig = signed(&s);
     let a = assertion(&orig);
-    let evil = replace_assertion(&orig, &format!("{a}{}", evil_copy(&a, "_second", &s.assertion_id)));
-    assert_eq!(rejected(&evil), Error::Structure(HardenError::AssertionCount { found: 2 }));
+    let evil = replace_assertion(
+        &orig,
+        &format!("{a}{}", evil_copy(&a, "_second", &s.assertion_id)),
+    );
+    assert_eq!(
+        rejected(&evil),
+        Error::Structure(HardenError::AssertionCount { found: 2 })
+    );
 }
 
 #[test]
 fn signature_removed() {
-    assert_eq!(rejected(&without_signature(&signed(&spec()))), Error::Unsigned);
-    assert_eq!(rejected(&signed(&ResponseSpec { sign: SignMode::None, ..spec() })), Error::Unsigned);
+    assert_eq!(
+        rejected(&without_signature(&signed(&spec()))),
+        Error::Unsigned
+    );
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            sign: SignMode::None,
+            ..spec()
+        })),
+        Error::Unsigned
+    );
 }
 
 #[test]
 fn name_id_changed_after_signing() {
-    let xml = signed(&spec()).replace(">alice@example.com</saml:NameID>", ">admin@example.com</saml:NameID>");
+    let xml = signed(&spec()).replace(
+        ">alice@example.com</saml:NameID>",
+        ">admin@example.com</saml:NameID>",
+    );
     assert_eq!(rejected(&xml), Error::Signature);
-    let xml = signed(&ResponseSpec { sign: SignMode::Response, ..spec() }).replace(">alice@example.com</saml:NameID>", ">admin@example.com</saml:NameID>");
+    let xml = signed(&ResponseSpec {
+        sign: SignMode::Response,
+        ..spec()
+    })
+    .replace(
+        ">alice@example.com</saml:NameID>",
+        ">admin@example.com</saml:NameID>",
+    );
     assert_eq!(rejected(&xml), Error::Signature);
 }
 
@@ -347,14 +487,22 @@ fn attribute_changed_after_signing() {
 
 #[test]
 fn attacker_key_with_cert_in_key_info() {
-    let xml = attacker().response_xml(&ResponseSpec { sign: SignMode::Both, ..spec() }).expect("sign");
+    let xml = attacker()
+        .response_xml(&ResponseSpec {
+            sign: SignMode::Both,
+            ..spec()
+        })
+        .expect("sign");
     assert!(xml.contains("<ds:X509Certificate>"));
     assert_eq!(rejected(&xml), Error::Signature);
 }
 
 #[test]
 fn rsa_sha1_refused_unless_listed() {
-    let xml = signed(&ResponseSpec { algorithm: SignAlgorithm::RsaSha1, ..spec() });
+    let xml = signed(&ResponseSpec {
+        algorithm: SignAlgorithm::RsaSha1,
+        ..spec()
+    });
     assert_eq!(rejected(&xml), Error::Structure(HardenError::Algorithm));
     let mut p = policy(Reduce::PreDigest);
     p.allowed_algorithms.push(SignatureAlgorithm::RsaSha1);
@@ -371,7 +519,10 @@ impl Canary {
         Self(l)
     }
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/canary", self.0.local_addr().expect("addr").port())
+        format!(
+            "http://127.0.0.1:{}/canary",
+            self.0.local_addr().expect("addr").port()
+        )
     }
     #[track_caller]
     fn assert_untouched(&self) {
@@ -381,7 +532,10 @@ impl Canary {
             Ok((mut s, _)) => {
                 let mut buf = [0u8; 256];
                 let n = s.read(&mut buf).unwrap_or(0);
-                panic!("canary was contacted: {:?}", String::from_utf8_lossy(&buf[..n]));
+                panic!(
+                    "canary was contacted: {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
             }
             Err(e) => panic!("canary error {e}"),
         }
@@ -393,10 +547,22 @@ fn reference_uri_http_and_file() {
     let canary = Canary::new();
     let s = spec();
     let xml = signed(&s);
-    let evil = xml.replace(&format!(r##"URI="#{}""##, s.assertion_id), &format!(r#"URI="{}""#, canary.url()));
-    assert!(matches!(rejected(&evil), Error::Structure(HardenError::SignatureReference(_))));
-    let evil = xml.replace(&format!(r##"URI="#{}""##, s.assertion_id), r#"URI="file:///etc/passwd""#);
-    assert!(matches!(rejected(&evil), Error::Structure(HardenError::SignatureReference(_))));
+    let evil = xml.replace(
+        &format!(r##"URI="#{}""##, s.assertion_id),
+        &format!(r#"URI="{}""#, canary.url()),
+    );
+    assert!(matches!(
+        rejected(&evil),
+        Error::Structure(HardenError::SignatureReference(_))
+    ));
+    let evil = xml.replace(
+        &format!(r##"URI="#{}""##, s.assertion_id),
+        r#"URI="file:///etc/passwd""#,
+    );
+    assert!(matches!(
+        rejected(&evil),
+        Error::Structure(HardenError::SignatureReference(_))
+    ));
     // A RetrievalMethod in KeyInfo pointing at the canary.
     let evil = xml.replacen(
         "<ds:X509Data>",
@@ -427,41 +593,79 @@ fn xslt_and_xpath_transforms() {
         r#"<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#WithComments"/>"#,
         1,
     );
-    assert_eq!(rejected(&with_comments), Error::Structure(HardenError::Transform));
+    assert_eq!(
+        rejected(&with_comments),
+        Error::Structure(HardenError::Transform)
+    );
 }
 
 // ---------------------------------------------------------------- parser
 
 fn signed_for_truncation() -> String {
-    signed(&ResponseSpec { name_id: "alice@example.com.evil.test".into(), ..spec() })
+    signed(&ResponseSpec {
+        name_id: "alice@example.com.evil.test".into(),
+        ..spec()
+    })
 }
 
 #[test]
 fn comment_in_name_id() {
-    let xml = signed_for_truncation().replace("alice@example.com.evil.test</saml:NameID>", "alice@example.com<!---->.evil.test</saml:NameID>");
-    assert_eq!(rejected(&xml), Error::Structure(HardenError::MarkupInText { element: "NameID" }));
+    let xml = signed_for_truncation().replace(
+        "alice@example.com.evil.test</saml:NameID>",
+        "alice@example.com<!---->.evil.test</saml:NameID>",
+    );
+    assert_eq!(
+        rejected(&xml),
+        Error::Structure(HardenError::MarkupInText { element: "NameID" })
+    );
 }
 
 #[test]
 fn comment_in_attribute_value() {
-    let xml = signed(&spec()).replace(">alice@example.com</saml:AttributeValue>", ">alice@example.com<!-- x --></saml:AttributeValue>");
-    assert_eq!(rejected(&xml), Error::Structure(HardenError::MarkupInText { element: "AttributeValue" }));
+    let xml = signed(&spec()).replace(
+        ">alice@example.com</saml:AttributeValue>",
+        ">alice@example.com<!-- x --></saml:AttributeValue>",
+    );
+    assert_eq!(
+        rejected(&xml),
+        Error::Structure(HardenError::MarkupInText {
+            element: "AttributeValue"
+        })
+    );
 }
 
 #[test]
 fn processing_instruction_in_name_id() {
-    let xml = signed_for_truncation().replace("alice@example.com.evil.test</saml:NameID>", "alice@example.com<?x y?>.evil.test</saml:NameID>");
+    let xml = signed_for_truncation().replace(
+        "alice@example.com.evil.test</saml:NameID>",
+        "alice@example.com<?x y?>.evil.test</saml:NameID>",
+    );
     let e = rejected(&xml);
-    assert!(matches!(e, Error::Structure(HardenError::ProcessingInstruction | HardenError::MarkupInText { .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Structure(HardenError::ProcessingInstruction | HardenError::MarkupInText { .. })
+        ),
+        "{e:?}"
+    );
     // A PI anywhere else is refused too.
     let xml = signed(&spec()).replacen("<samlp:Status>", "<?evil x?><samlp:Status>", 1);
-    assert_eq!(rejected(&xml), Error::Structure(HardenError::ProcessingInstruction));
+    assert_eq!(
+        rejected(&xml),
+        Error::Structure(HardenError::ProcessingInstruction)
+    );
 }
 
 #[test]
 fn cdata_in_name_id() {
-    let xml = signed_for_truncation().replace("alice@example.com.evil.test</saml:NameID>", "alice@example.com<![CDATA[]]>.evil.test</saml:NameID>");
-    assert_eq!(rejected(&xml), Error::Structure(HardenError::MarkupInText { element: "NameID" }));
+    let xml = signed_for_truncation().replace(
+        "alice@example.com.evil.test</saml:NameID>",
+        "alice@example.com<![CDATA[]]>.evil.test</saml:NameID>",
+    );
+    assert_eq!(
+        rejected(&xml),
+        Error::Structure(HardenError::MarkupInText { element: "NameID" })
+    );
 }
 
 fn with_doctype(xml: &str, doctype: &str) -> String {
@@ -473,11 +677,23 @@ fn with_doctype(xml: &str, doctype: &str) -> String {
 fn xxe_file_and_http() {
     let canary = Canary::new();
     let xml = signed(&spec()).replace(">alice@example.com</saml:NameID>", ">&xxe;</saml:NameID>");
-    let file = with_doctype(&xml, r#"<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>"#);
+    let file = with_doctype(
+        &xml,
+        r#"<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>"#,
+    );
     assert_eq!(rejected(&file), Error::Structure(HardenError::Dtd));
-    let http = with_doctype(&xml, &format!(r#"<!DOCTYPE r [<!ENTITY xxe SYSTEM "{}">]>"#, canary.url()));
+    let http = with_doctype(
+        &xml,
+        &format!(r#"<!DOCTYPE r [<!ENTITY xxe SYSTEM "{}">]>"#, canary.url()),
+    );
     assert_eq!(rejected(&http), Error::Structure(HardenError::Dtd));
-    let param = with_doctype(&xml, &format!(r#"<!DOCTYPE r [<!ENTITY % p SYSTEM "{}"> %p;]>"#, canary.url()));
+    let param = with_doctype(
+        &xml,
+        &format!(
+            r#"<!DOCTYPE r [<!ENTITY % p SYSTEM "{}"> %p;]>"#,
+            canary.url()
+        ),
+    );
     assert_eq!(rejected(&param), Error::Structure(HardenError::Dtd));
     canary.assert_untouched();
 }
@@ -486,11 +702,17 @@ fn xxe_file_and_http() {
 fn billion_laughs() {
     let mut dtd = String::from(r#"<!DOCTYPE r [<!ENTITY l0 "lol">"#);
     for i in 1..10 {
-        dtd.push_str(&format!(r#"<!ENTITY l{i} "{}">"#, format!("&l{};", i - 1).repeat(10)));
+        dtd.push_str(&format!(
+            r#"<!ENTITY l{i} "{}">"#,
+            format!("&l{};", i - 1).repeat(10)
+        ));
     }
     dtd.push_str("]>");
     let xml = signed(&spec()).replace(">alice@example.com</saml:NameID>", ">&l9;</saml:NameID>");
-    assert_eq!(rejected(&with_doctype(&xml, &dtd)), Error::Structure(HardenError::Dtd));
+    assert_eq!(
+        rejected(&with_doctype(&xml, &dtd)),
+        Error::Structure(HardenError::Dtd)
+    );
 }
 
 #[test]
@@ -502,21 +724,33 @@ fn any_doctype() {
 #[test]
 fn junk_after_root() {
     let xml = format!("{}<junk/>", signed(&spec()));
-    assert!(matches!(rejected(&xml), Error::Structure(HardenError::Malformed(_))));
+    assert!(matches!(
+        rejected(&xml),
+        Error::Structure(HardenError::Malformed(_))
+    ));
     let xml = format!("{}trailing text", signed(&spec()));
-    assert!(matches!(rejected(&xml), Error::Structure(HardenError::Malformed(_))));
+    assert!(matches!(
+        rejected(&xml),
+        Error::Structure(HardenError::Malformed(_))
+    ));
 }
 
 #[test]
 fn multiple_roots() {
     let a = signed(&spec());
     let b = samlgate::demo::signer::strip_xml_declaration(&signed(&spec())).to_string();
-    assert!(matches!(rejected(&format!("{a}{b}")), Error::Structure(HardenError::Malformed(_))));
+    assert!(matches!(
+        rejected(&format!("{a}{b}")),
+        Error::Structure(HardenError::Malformed(_))
+    ));
 }
 
 #[test]
 fn five_megabyte_response() {
-    let xml = signed(&spec()).replace("</samlp:Response>", &format!("<!--{}--></samlp:Response>", "x".repeat(5 * 1024 * 1024)));
+    let xml = signed(&spec()).replace(
+        "</samlp:Response>",
+        &format!("<!--{}--></samlp:Response>", "x".repeat(5 * 1024 * 1024)),
+    );
     assert!(matches!(rejected(&xml), Error::TooLarge { .. }));
     // Even when the form cap is raised, the decoded cap holds.
     let mut p = policy(Reduce::PreDigest);
@@ -529,25 +763,50 @@ fn five_megabyte_response() {
 fn deep_nesting() {
     let depth = 20_000;
     let nest = format!("{}{}", "<x>".repeat(depth), "</x>".repeat(depth));
-    let xml = signed(&spec()).replace("</samlp:Response>", &format!("<samlp:Extensions>{nest}</samlp:Extensions></samlp:Response>"));
+    let xml = signed(&spec()).replace(
+        "</samlp:Response>",
+        &format!("<samlp:Extensions>{nest}</samlp:Extensions></samlp:Response>"),
+    );
     let e = rejected(&xml);
-    assert!(matches!(e, Error::Structure(HardenError::TooDeep { .. } | HardenError::TooManyElements { .. } | HardenError::Malformed(_))), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Structure(
+                HardenError::TooDeep { .. }
+                    | HardenError::TooManyElements { .. }
+                    | HardenError::Malformed(_)
+            )
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn many_attribute_values_are_capped() {
-    let s = ResponseSpec { attributes: vec![("groups".into(), (0..6000).map(|i| format!("g{i}")).collect())], ..spec() };
+    let s = ResponseSpec {
+        attributes: vec![(
+            "groups".into(),
+            (0..6000).map(|i| format!("g{i}")).collect(),
+        )],
+        ..spec()
+    };
     let mut p = policy(Reduce::PreDigest);
     p.max_response_bytes = 2 * 1024 * 1024;
     p.limits.max_decoded_bytes = 2 * 1024 * 1024;
     let e = verify_with(p, &signed(&s), Some(DEFAULT_REQUEST_ID)).expect_err("capped");
-    assert!(matches!(e, Error::Structure(HardenError::TooManyAttributeValues { .. })));
+    assert!(matches!(
+        e,
+        Error::Structure(HardenError::TooManyAttributeValues { .. })
+    ));
 }
 
 #[test]
 fn non_utf8_encoding_declaration() {
     let body = signed(&spec());
-    let xml = format!(r#"<?xml version="1.0" encoding="ISO-8859-1"?>{}"#, samlgate::demo::signer::strip_xml_declaration(&body));
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1"?>{}"#,
+        samlgate::demo::signer::strip_xml_declaration(&body)
+    );
     assert_eq!(rejected(&xml), Error::Structure(HardenError::Encoding));
 }
 
@@ -555,9 +814,14 @@ fn non_utf8_encoding_declaration() {
 fn base64_with_line_breaks_is_accepted() {
     let xml = signed(&spec());
     let b64 = STANDARD.encode(xml.as_bytes());
-    let wrapped: Vec<String> = b64.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let wrapped: Vec<String> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     let saml = saml_with(policy(Reduce::PreDigest));
-    saml.verify(&wrapped.join("\r\n"), Some(DEFAULT_REQUEST_ID), now()).expect("wrapped base64");
+    saml.verify(&wrapped.join("\r\n"), Some(DEFAULT_REQUEST_ID), now())
+        .expect("wrapped base64");
 }
 
 // ---------------------------------------------------------------- protocol
@@ -569,7 +833,10 @@ fn replay_is_the_apps_job_but_ids_are_reported() {
     assert_eq!(v.response_id, s.response_id);
     assert_eq!(v.assertion_id, s.assertion_id);
     // Deadline: the earliest of the NotOnOrAfters (5 min) plus the skew.
-    assert_eq!(v.replay_expires_at, now() + Duration::minutes(5) + Duration::seconds(90));
+    assert_eq!(
+        v.replay_expires_at,
+        now() + Duration::minutes(5) + Duration::seconds(90)
+    );
 }
 
 #[test]
@@ -580,13 +847,20 @@ fn in_response_to_of_another_request() {
     let e = verify_with(policy(Reduce::PreDigest), &xml, None).expect_err("no pending");
     assert_eq!(e, Error::InResponseTo);
     // Only the SubjectConfirmationData names another request.
-    let xml = signed(&spec()).replacen(&format!(r#"InResponseTo="{DEFAULT_REQUEST_ID}" NotOnOrAfter"#), r#"InResponseTo="_other" NotOnOrAfter"#, 1);
+    let xml = signed(&spec()).replacen(
+        &format!(r#"InResponseTo="{DEFAULT_REQUEST_ID}" NotOnOrAfter"#),
+        r#"InResponseTo="_other" NotOnOrAfter"#,
+        1,
+    );
     assert!(rejected(&xml) == Error::InResponseTo || rejected(&xml) == Error::Signature);
 }
 
 #[test]
 fn unsolicited_when_off_and_on() {
-    let xml = signed(&ResponseSpec { in_response_to: None, ..spec() });
+    let xml = signed(&ResponseSpec {
+        in_response_to: None,
+        ..spec()
+    });
     assert_eq!(rejected(&xml), Error::Unsolicited);
     let mut p = policy(Reduce::PreDigest);
     p.allow_idp_initiated = true;
@@ -594,39 +868,95 @@ fn unsolicited_when_off_and_on() {
     assert_eq!(v.in_response_to, None);
     // Even with IdP-initiated on, a present InResponseTo must match.
     let xml = signed(&spec());
-    assert_eq!(verify_with(p, &xml, None).expect_err("irt without pending"), Error::InResponseTo);
+    assert_eq!(
+        verify_with(p, &xml, None).expect_err("irt without pending"),
+        Error::InResponseTo
+    );
 }
 
 #[test]
 fn wrong_or_missing_audience() {
-    assert_eq!(rejected(&signed(&ResponseSpec { audiences: vec!["https://other.example.com".into()], ..spec() })), Error::Audience);
-    assert_eq!(rejected(&signed(&ResponseSpec { audiences: vec![], ..spec() })), Error::Audience);
-    assert_eq!(rejected(&signed(&ResponseSpec { conditions: false, ..spec() })), Error::MissingConditions);
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            audiences: vec!["https://other.example.com".into()],
+            ..spec()
+        })),
+        Error::Audience
+    );
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            audiences: vec![],
+            ..spec()
+        })),
+        Error::Audience
+    );
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            conditions: false,
+            ..spec()
+        })),
+        Error::MissingConditions
+    );
 }
 
 #[test]
 fn wrong_or_missing_recipient() {
-    assert_eq!(rejected(&signed(&ResponseSpec { recipient: Some("https://evil.test/acs".into()), ..spec() })), Error::Recipient);
-    assert_eq!(rejected(&signed(&ResponseSpec { recipient: None, ..spec() })), Error::Recipient);
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            recipient: Some("https://evil.test/acs".into()),
+            ..spec()
+        })),
+        Error::Recipient
+    );
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            recipient: None,
+            ..spec()
+        })),
+        Error::Recipient
+    );
 }
 
 #[test]
 fn wrong_or_missing_destination() {
-    assert_eq!(rejected(&signed(&ResponseSpec { destination: Some("https://evil.test/acs".into()), ..spec() })), Error::Destination);
-    let s = ResponseSpec { destination: None, sign: SignMode::Response, ..spec() };
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            destination: Some("https://evil.test/acs".into()),
+            ..spec()
+        })),
+        Error::Destination
+    );
+    let s = ResponseSpec {
+        destination: None,
+        sign: SignMode::Response,
+        ..spec()
+    };
     assert_eq!(rejected(&signed(&s)), Error::Destination);
     // An unsigned Response may omit it (SAML bindings §3.5.5.2 only requires it when signed).
-    accepted(&signed(&ResponseSpec { destination: None, ..spec() }));
+    accepted(&signed(&ResponseSpec {
+        destination: None,
+        ..spec()
+    }));
 }
 
 #[test]
 fn wrong_issuer() {
-    assert_eq!(rejected(&signed(&ResponseSpec { issuer: Some("https://evil.test".into()), ..spec() })), Error::Issuer);
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            issuer: Some("https://evil.test".into()),
+            ..spec()
+        })),
+        Error::Issuer
+    );
 }
 
 #[test]
 fn non_success_status() {
-    let s = ResponseSpec { status: "urn:oasis:names:tc:SAML:2.0:status:Responder".into(), sign: SignMode::Both, ..spec() };
+    let s = ResponseSpec {
+        status: "urn:oasis:names:tc:SAML:2.0:status:Responder".into(),
+        sign: SignMode::Both,
+        ..spec()
+    };
     assert!(matches!(rejected(&signed(&s)), Error::Status { .. }));
 }
 
@@ -637,46 +967,115 @@ fn skew() -> Duration {
 #[test]
 fn conditions_not_on_or_after_at_the_skew_edge() {
     let edge = now() - skew();
-    accepted(&signed(&ResponseSpec { not_on_or_after: Some(edge + Duration::seconds(1)), ..spec() }));
-    assert_eq!(rejected(&signed(&ResponseSpec { not_on_or_after: Some(edge), ..spec() })), Error::Expired);
-    assert_eq!(rejected(&signed(&ResponseSpec { not_on_or_after: Some(edge - Duration::seconds(1)), ..spec() })), Error::Expired);
+    accepted(&signed(&ResponseSpec {
+        not_on_or_after: Some(edge + Duration::seconds(1)),
+        ..spec()
+    }));
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            not_on_or_after: Some(edge),
+            ..spec()
+        })),
+        Error::Expired
+    );
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            not_on_or_after: Some(edge - Duration::seconds(1)),
+            ..spec()
+        })),
+        Error::Expired
+    );
 }
 
 #[test]
 fn conditions_not_before_at_the_skew_edge() {
     let edge = now() + skew();
-    accepted(&signed(&ResponseSpec { not_before: Some(edge), ..spec() }));
-    assert_eq!(rejected(&signed(&ResponseSpec { not_before: Some(edge + Duration::seconds(1)), ..spec() })), Error::NotYetValid);
+    accepted(&signed(&ResponseSpec {
+        not_before: Some(edge),
+        ..spec()
+    }));
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            not_before: Some(edge + Duration::seconds(1)),
+            ..spec()
+        })),
+        Error::NotYetValid
+    );
 }
 
 #[test]
 fn subject_confirmation_not_on_or_after_at_the_skew_edge() {
     let edge = now() - skew();
-    accepted(&signed(&ResponseSpec { subject_not_on_or_after: Some(edge + Duration::seconds(1)), ..spec() }));
-    assert_eq!(rejected(&signed(&ResponseSpec { subject_not_on_or_after: Some(edge), ..spec() })), Error::SubjectExpired);
-    assert_eq!(rejected(&signed(&ResponseSpec { subject_not_on_or_after: None, ..spec() })), Error::SubjectExpired);
+    accepted(&signed(&ResponseSpec {
+        subject_not_on_or_after: Some(edge + Duration::seconds(1)),
+        ..spec()
+    }));
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            subject_not_on_or_after: Some(edge),
+            ..spec()
+        })),
+        Error::SubjectExpired
+    );
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            subject_not_on_or_after: None,
+            ..spec()
+        })),
+        Error::SubjectExpired
+    );
 }
 
 #[test]
 fn issue_instant_too_old_or_in_the_future() {
     let oldest = now() - Duration::minutes(5) - skew();
-    accepted(&signed(&ResponseSpec { issue_instant: oldest, ..spec() }));
-    assert_eq!(rejected(&signed(&ResponseSpec { issue_instant: oldest - Duration::seconds(1), ..spec() })), Error::IssuedTooLongAgo);
+    accepted(&signed(&ResponseSpec {
+        issue_instant: oldest,
+        ..spec()
+    }));
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            issue_instant: oldest - Duration::seconds(1),
+            ..spec()
+        })),
+        Error::IssuedTooLongAgo
+    );
     let latest = now() + skew();
-    accepted(&signed(&ResponseSpec { issue_instant: latest, ..spec() }));
-    assert_eq!(rejected(&signed(&ResponseSpec { issue_instant: latest + Duration::seconds(1), ..spec() })), Error::IssuedInFuture);
+    accepted(&signed(&ResponseSpec {
+        issue_instant: latest,
+        ..spec()
+    }));
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            issue_instant: latest + Duration::seconds(1),
+            ..spec()
+        })),
+        Error::IssuedInFuture
+    );
 }
 
 #[test]
 fn missing_authn_statement() {
-    assert_eq!(rejected(&signed(&ResponseSpec { authn_statement: false, ..spec() })), Error::MissingAuthnStatement);
+    assert_eq!(
+        rejected(&signed(&ResponseSpec {
+            authn_statement: false,
+            ..spec()
+        })),
+        Error::MissingAuthnStatement
+    );
 }
 
 #[test]
 fn session_not_on_or_after() {
-    let v = accepted(&signed(&ResponseSpec { session_not_on_or_after: Some(now() + Duration::hours(8)), ..spec() }));
+    let v = accepted(&signed(&ResponseSpec {
+        session_not_on_or_after: Some(now() + Duration::hours(8)),
+        ..spec()
+    }));
     assert_eq!(v.session_not_on_or_after, Some(now() + Duration::hours(8)));
-    let s = ResponseSpec { session_not_on_or_after: Some(now() - Duration::hours(1)), ..spec() };
+    let s = ResponseSpec {
+        session_not_on_or_after: Some(now() - Duration::hours(1)),
+        ..spec()
+    };
     assert_eq!(rejected(&signed(&s)), Error::SessionEnded);
 }
 
@@ -692,13 +1091,21 @@ fn identity_mapping() {
     let s = ResponseSpec {
         name_id: "bob@example.org".into(),
         name_id_format: Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into()),
-        attributes: vec![("groups".into(), vec!["a".into(), "b".into(), "a".into(), "".into()])],
+        attributes: vec![(
+            "groups".into(),
+            vec!["a".into(), "b".into(), "a".into(), "".into()],
+        )],
         ..spec()
     };
     let v = accepted(&signed(&s));
     assert_eq!(v.identity.email.as_deref(), Some("bob@example.org"));
     assert_eq!(v.identity.groups, vec!["a", "b"]);
-    let s = ResponseSpec { name_id: "opaque-123".into(), name_id_format: None, attributes: vec![], ..spec() };
+    let s = ResponseSpec {
+        name_id: "opaque-123".into(),
+        name_id_format: None,
+        attributes: vec![],
+        ..spec()
+    };
     assert_eq!(accepted(&signed(&s)).identity.email, None);
 }
 
@@ -706,25 +1113,48 @@ fn identity_mapping() {
 
 #[test]
 fn metadata_without_signing_key_is_refused() {
-    let md = idp().metadata_xml("https://idp.example.com/sso", None).expect("md").replace(r#"use="signing""#, r#"use="encryption""#);
-    assert!(matches!(IdpMetadata::parse(&md), Err(MetadataError::NoSigningCertificate)));
-    let mut parsed = IdpMetadata::parse(&idp().metadata_xml("https://idp.example.com/sso", None).expect("md")).expect("md");
+    let md = idp()
+        .metadata_xml("https://idp.example.com/sso", None)
+        .expect("md")
+        .replace(r#"use="signing""#, r#"use="encryption""#);
+    assert!(matches!(
+        IdpMetadata::parse(&md),
+        Err(MetadataError::NoSigningCertificate)
+    ));
+    let mut parsed = IdpMetadata::parse(
+        &idp()
+            .metadata_xml("https://idp.example.com/sso", None)
+            .expect("md"),
+    )
+    .expect("md");
     parsed.signing_certs.clear();
-    assert!(matches!(Saml::new(policy(Reduce::PreDigest), parsed, None, None), Err(SetupError::Metadata(_))));
+    assert!(matches!(
+        Saml::new(policy(Reduce::PreDigest), parsed, None, None),
+        Err(SetupError::Metadata(_))
+    ));
 }
 
 #[test]
 fn key_rollover_accepts_every_signing_certificate() {
-    let md = idp().metadata_xml("https://idp.example.com/sso", None).expect("md");
-    let second = attacker().metadata_xml("https://idp.example.com/sso", None).expect("md");
+    let md = idp()
+        .metadata_xml("https://idp.example.com/sso", None)
+        .expect("md");
+    let second = attacker()
+        .metadata_xml("https://idp.example.com/sso", None)
+        .expect("md");
     let kd = |m: &str| m[element(m, "<md:KeyDescriptor", "</md:KeyDescriptor>")].to_string();
-    let both = md.replacen("<md:KeyDescriptor", &format!("{}<md:KeyDescriptor", kd(&second)), 1);
+    let both = md.replacen(
+        "<md:KeyDescriptor",
+        &format!("{}<md:KeyDescriptor", kd(&second)),
+        1,
+    );
     let parsed = IdpMetadata::parse(&both).expect("md");
     assert_eq!(parsed.signing_certs.len(), 2);
     let saml = Saml::new(policy(Reduce::PreDigest), parsed, None, None).expect("saml");
     for signer in [idp(), attacker()] {
         let xml = signer.response_xml(&spec()).expect("sign");
-        saml.verify(&to_form_value(&xml), Some(DEFAULT_REQUEST_ID), now()).expect("rolled-over key");
+        saml.verify(&to_form_value(&xml), Some(DEFAULT_REQUEST_ID), now())
+            .expect("rolled-over key");
     }
 }
 
@@ -734,28 +1164,44 @@ fn login_request_redirect() {
     let saml = saml_with(policy(Reduce::PreDigest));
     let req = saml.login_request("relay-123").expect("login");
     assert_eq!(req.request_id.len(), 33);
-    assert!(req.request_id.starts_with('_') && req.request_id[1..].chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(
+        req.request_id.starts_with('_')
+            && req.request_id[1..].chars().all(|c| c.is_ascii_hexdigit())
+    );
     let url = url::Url::parse(&req.redirect_url).expect("url");
-    assert!(req.redirect_url.starts_with("https://idp.example.com/sso?SAMLRequest="));
+    assert!(
+        req.redirect_url
+            .starts_with("https://idp.example.com/sso?SAMLRequest=")
+    );
     let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(q.get("RelayState").map(String::as_str), Some("relay-123"));
     let deflated = STANDARD.decode(&q["SAMLRequest"]).expect("b64");
     let mut xml = String::new();
-    DeflateDecoder::new(&deflated[..]).read_to_string(&mut xml).expect("inflate");
+    DeflateDecoder::new(&deflated[..])
+        .read_to_string(&mut xml)
+        .expect("inflate");
     assert!(xml.contains(&format!(r#"ID="{}""#, req.request_id)));
     assert!(xml.contains(DEFAULT_ACS_URL));
     // Signed per bindings §3.4.4.1 with the SP key.
-    assert_eq!(q.get("SigAlg").map(String::as_str), Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"));
+    assert_eq!(
+        q.get("SigAlg").map(String::as_str),
+        Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256")
+    );
     let query = url.query().expect("query");
     let signed_part = &query[..query.find("&Signature=").expect("sig")];
     let sig = STANDARD.decode(&q["Signature"]).expect("sig b64");
-    let cert = openssl::x509::X509::from_pem(sp_keys().cert_pem().expect("pem").as_bytes()).expect("cert");
+    let cert =
+        openssl::x509::X509::from_pem(sp_keys().cert_pem().expect("pem").as_bytes()).expect("cert");
     let key = cert.public_key().expect("pk");
-    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).expect("verifier");
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)
+        .expect("verifier");
     v.update(signed_part.as_bytes()).expect("update");
     assert!(v.verify(&sig).expect("verify"));
     // Two requests never share an ID.
-    assert_ne!(saml.login_request("").expect("login").request_id, req.request_id);
+    assert_ne!(
+        saml.login_request("").expect("login").request_id,
+        req.request_id
+    );
 }
 
 #[test]
@@ -763,7 +1209,10 @@ fn sp_metadata() {
     let saml = saml_with(policy(Reduce::PreDigest));
     let md = saml.metadata_xml();
     let doc = roxmltree::Document::parse(md).expect("well-formed");
-    assert_eq!(doc.root_element().attribute("entityID"), Some(DEFAULT_SP_ENTITY_ID));
+    assert_eq!(
+        doc.root_element().attribute("entityID"),
+        Some(DEFAULT_SP_ENTITY_ID)
+    );
     assert!(md.contains(r#"use="signing""#) && md.contains(r#"use="encryption""#));
     assert!(md.contains(DEFAULT_ACS_URL));
     assert!(!md.contains("aes192") && !md.contains("aes256-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-1_5"));

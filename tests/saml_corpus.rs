@@ -41,11 +41,21 @@ impl Row {
         self.notes.split("; ").any(|n| n.starts_with("needs "))
     }
     fn max_issue_age(&self) -> Option<u64> {
-        let item = self.notes.split("; ").find(|n| n.starts_with("needs max issue age >= "))?;
-        item["needs max issue age >= ".len()..].split(' ').next()?.parse().ok()
+        let item = self
+            .notes
+            .split("; ")
+            .find(|n| n.starts_with("needs max issue age >= "))?;
+        item["needs max issue age >= ".len()..]
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
     }
     fn sp_key(&self) -> Option<String> {
-        let item = self.notes.split("; ").find(|n| n.starts_with("encrypted: needs SP key "))?;
+        let item = self
+            .notes
+            .split("; ")
+            .find(|n| n.starts_with("encrypted: needs SP key "))?;
         Some(item["encrypted: needs SP key ".len()..].to_string())
     }
     fn name(&self) -> String {
@@ -57,7 +67,10 @@ fn rows() -> Vec<Row> {
     let text = std::fs::read_to_string(corpus_dir().join("manifest.tsv")).expect("manifest");
     let mut lines = text.lines().enumerate();
     let (_, header) = lines.next().expect("header");
-    assert!(header.starts_with("corpus\tfile\texpected"), "unexpected manifest header");
+    assert!(
+        header.starts_with("corpus\tfile\texpected"),
+        "unexpected manifest header"
+    );
     lines
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
@@ -73,7 +86,9 @@ fn rows() -> Vec<Row> {
                 },
                 identity: f[3].into(),
                 metadata: f[4].into(),
-                clock: DateTime::parse_from_rfc3339(f[5]).expect("clock").with_timezone(&Utc),
+                clock: DateTime::parse_from_rfc3339(f[5])
+                    .expect("clock")
+                    .with_timezone(&Utc),
                 sp_entity_id: f[6].into(),
                 acs_url: f[7].into(),
                 request_id: f[8].into(),
@@ -110,7 +125,9 @@ fn saml_for(row: &Row, relaxed: bool, reduce: Reduce) -> Saml {
         policy.allow_advice_assertions = row.needs("needs Advice assertions allowed");
         policy.allow_idp_initiated = row.request_id.is_empty();
     }
-    let key = row.sp_key().map(|p| std::fs::read(dir.join(p)).expect("sp key"));
+    let key = row
+        .sp_key()
+        .map(|p| std::fs::read(dir.join(p)).expect("sp key"));
     Saml::new(policy, idp, key.as_deref(), None).expect("saml")
 }
 
@@ -126,20 +143,40 @@ fn check_rows(reduce: Reduce) {
         let got = run(&row, true, reduce);
         match (&got, row.accept) {
             (Ok(v), true) if v.name_id.trim() == row.identity => {}
-            (Ok(v), true) => failures.push(format!("{}: accepted with NameID {:?}", row.name(), v.name_id)),
+            (Ok(v), true) => failures.push(format!(
+                "{}: accepted with NameID {:?}",
+                row.name(),
+                v.name_id
+            )),
             (Err(e), true) => failures.push(format!("{}: expected accept, got {e:?}", row.name())),
-            (Ok(v), false) => failures.push(format!("{}: expected reject, accepted {:?}", row.name(), v.name_id)),
+            (Ok(v), false) => failures.push(format!(
+                "{}: expected reject, accepted {:?}",
+                row.name(),
+                v.name_id
+            )),
             (Err(e), false) => {
                 // Each group's relaxations are on, so the rejection must come from the defect
                 // under test, never from an unrelated protocol rule.
                 use samlgate::saml::Error as E;
                 let unrelated = matches!(
                     e,
-                    E::Issuer | E::Audience | E::MissingConditions | E::Expired | E::NotYetValid | E::IssuedTooLongAgo
-                        | E::IssuedInFuture | E::InResponseTo | E::Unsolicited | E::Destination | E::Recipient
+                    E::Issuer
+                        | E::Audience
+                        | E::MissingConditions
+                        | E::Expired
+                        | E::NotYetValid
+                        | E::IssuedTooLongAgo
+                        | E::IssuedInFuture
+                        | E::InResponseTo
+                        | E::Unsolicited
+                        | E::Destination
+                        | E::Recipient
                 );
                 if unrelated {
-                    failures.push(format!("{}: rejected for an unrelated reason: {e:?}", row.name()));
+                    failures.push(format!(
+                        "{}: rejected for an unrelated reason: {e:?}",
+                        row.name()
+                    ));
                 }
                 eprintln!("{}: rejected: {e:?}", row.name());
             }
@@ -148,7 +185,12 @@ fn check_rows(reduce: Reduce) {
             assert_ne!(v.name_id, "admin@evil.com");
         }
     }
-    assert!(failures.is_empty(), "{} corpus rows failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} corpus rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -169,9 +211,16 @@ fn rows_needing_relaxations_are_rejected_by_default() {
         let got = run(&row, false, Reduce::PreDigest);
         let must_reject = !row.accept || row.any_needs();
         match got {
-            Ok(v) if must_reject => failures.push(format!("{}: accepted {:?} under the default policy", row.name(), v.name_id)),
+            Ok(v) if must_reject => failures.push(format!(
+                "{}: accepted {:?} under the default policy",
+                row.name(),
+                v.name_id
+            )),
             Ok(_) => default_accepts.push(row.file.clone()),
-            Err(e) if !must_reject => failures.push(format!("{}: default policy rejected a clean row: {e:?}", row.name())),
+            Err(e) if !must_reject => failures.push(format!(
+                "{}: default policy rejected a clean row: {e:?}",
+                row.name()
+            )),
             Err(_) => {}
         }
     }
@@ -189,15 +238,28 @@ fn rows_needing_relaxations_are_rejected_by_default() {
 
 #[test]
 fn sha1_rows_are_rejected_without_sha1() {
-    for row in rows().into_iter().filter(|r| r.needs("needs SHA-1 allowed")) {
+    for row in rows()
+        .into_iter()
+        .filter(|r| r.needs("needs SHA-1 allowed"))
+    {
         // Every other relaxation of the row stays on: only SHA-1 is taken away.
         let dir = corpus_dir();
         let md = std::fs::read_to_string(dir.join(&row.metadata)).expect("metadata");
         let saml_relaxed = saml_for(&row, true, Reduce::PreDigest);
         let mut policy = saml_relaxed.policy().clone();
-        policy.allowed_algorithms.retain(|a| *a != SignatureAlgorithm::RsaSha1);
-        let key = row.sp_key().map(|p| std::fs::read(dir.join(p)).expect("sp key"));
-        let saml = Saml::new(policy, IdpMetadata::parse(&md).expect("md"), key.as_deref(), None).expect("saml");
+        policy
+            .allowed_algorithms
+            .retain(|a| *a != SignatureAlgorithm::RsaSha1);
+        let key = row
+            .sp_key()
+            .map(|p| std::fs::read(dir.join(p)).expect("sp key"));
+        let saml = Saml::new(
+            policy,
+            IdpMetadata::parse(&md).expect("md"),
+            key.as_deref(),
+            None,
+        )
+        .expect("saml");
         let pending = (!row.request_id.is_empty()).then_some(row.request_id.as_str());
         let got = saml.verify(&form_value(&row), pending, row.clock);
         assert!(got.is_err(), "{}: accepted without SHA-1", row.name());
@@ -207,13 +269,26 @@ fn sha1_rows_are_rejected_without_sha1() {
 #[test]
 fn corpus_identities_and_attributes() {
     let rows = rows();
-    let google = rows.iter().find(|r| r.file.ends_with("testdata/TestSPRejectsInjectedComment_response")).expect("row");
+    let google = rows
+        .iter()
+        .find(|r| {
+            r.file
+                .ends_with("testdata/TestSPRejectsInjectedComment_response")
+        })
+        .expect("row");
     let v = run(google, false, Reduce::PreDigest).expect("google accepted");
     assert_eq!(v.identity.email.as_deref(), Some("ross@octolabs.io"));
 
-    let shib = rows.iter().find(|r| r.file.ends_with("SP_SamlResponse")).expect("row");
+    let shib = rows
+        .iter()
+        .find(|r| r.file.ends_with("SP_SamlResponse"))
+        .expect("row");
     let v = run(shib, false, Reduce::PreDigest).expect("testshib accepted");
-    let eppn = v.attributes.iter().find(|a| a.friendly_name.as_deref() == Some("eduPersonPrincipalName")).expect("eppn");
+    let eppn = v
+        .attributes
+        .iter()
+        .find(|a| a.friendly_name.as_deref() == Some("eduPersonPrincipalName"))
+        .expect("eppn");
     assert_eq!(eppn.values, vec!["myself@testshib.org".to_string()]);
     assert!(v.session_index.is_some());
 }

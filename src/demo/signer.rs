@@ -163,7 +163,10 @@ impl Default for ResponseSpec {
                 ("email".into(), vec!["alice@example.com".into()]),
                 ("firstName".into(), vec!["Alice".into()]),
                 ("lastName".into(), vec!["Liddell".into()]),
-                ("groups".into(), vec!["staff".into(), "dashboard-admins".into()]),
+                (
+                    "groups".into(),
+                    vec!["staff".into(), "dashboard-admins".into()],
+                ),
             ],
             sign: SignMode::Assertion,
             algorithm: SignAlgorithm::RsaSha256,
@@ -216,7 +219,9 @@ pub struct TestIdp {
 
 impl std::fmt::Debug for TestIdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestIdp").field("entity_id", &self.entity_id).finish_non_exhaustive()
+        f.debug_struct("TestIdp")
+            .field("entity_id", &self.entity_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,7 +248,11 @@ impl TestIdp {
         builder.set_not_before(&not_before)?;
         builder.set_not_after(&not_after)?;
         builder.sign(&key, MessageDigest::sha256())?;
-        Ok(Self { entity_id: entity_id.to_string(), key, cert: builder.build() })
+        Ok(Self {
+            entity_id: entity_id.to_string(),
+            key,
+            cert: builder.build(),
+        })
     }
 
     /// The IdP entity ID (the Issuer of every Response).
@@ -272,7 +281,11 @@ impl TestIdp {
 
     /// IdP metadata (SAML metadata §2.4.3): entity ID, one `use="signing"` KeyDescriptor, the
     /// SSO service (HTTP-Redirect) and, when given, the SLO service (HTTP-Redirect).
-    pub fn metadata_xml(&self, sso_url: &str, slo_url: Option<&str>) -> Result<String, SignerError> {
+    pub fn metadata_xml(
+        &self,
+        sso_url: &str,
+        slo_url: Option<&str>,
+    ) -> Result<String, SignerError> {
         let slo = slo_url
             .map(|u| {
                 format!(
@@ -301,7 +314,11 @@ impl TestIdp {
     /// An enveloped-signature template (XML-DSig §4) for the element with `ID="{ref_id}"`:
     /// exclusive C14N, `Reference URI="#ref_id"`, enveloped-signature + exc-C14N transforms,
     /// the certificate in KeyInfo. Insert it as a child of that element, then `sign_document`.
-    pub fn signature_template(&self, ref_id: &str, algorithm: SignAlgorithm) -> Result<String, SignerError> {
+    pub fn signature_template(
+        &self,
+        ref_id: &str,
+        algorithm: SignAlgorithm,
+    ) -> Result<String, SignerError> {
         Ok(format!(
             concat!(
                 r#"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>"#,
@@ -331,7 +348,11 @@ impl TestIdp {
 
     /// The Assertion element (SAML core §2.3.3), unsigned, with a signature template right
     /// after its Issuer when `with_template`.
-    fn assertion_xml(&self, spec: &ResponseSpec, with_template: bool) -> Result<String, SignerError> {
+    fn assertion_xml(
+        &self,
+        spec: &ResponseSpec,
+        with_template: bool,
+    ) -> Result<String, SignerError> {
         let issuer = xml_escape(spec.issuer.as_deref().unwrap_or(&self.entity_id));
         let mut a = String::with_capacity(4096);
         a.push_str(&format!(
@@ -373,7 +394,10 @@ impl TestIdp {
             if !spec.audiences.is_empty() {
                 a.push_str("<saml:AudienceRestriction>");
                 for aud in &spec.audiences {
-                    a.push_str(&format!("<saml:Audience>{}</saml:Audience>", xml_escape(aud)));
+                    a.push_str(&format!(
+                        "<saml:Audience>{}</saml:Audience>",
+                        xml_escape(aud)
+                    ));
                 }
                 a.push_str("</saml:AudienceRestriction>");
             }
@@ -381,7 +405,10 @@ impl TestIdp {
         }
         // AuthnStatement (SAML core §2.7.2).
         if spec.authn_statement {
-            a.push_str(&format!(r#"<saml:AuthnStatement AuthnInstant="{}""#, instant(spec.issue_instant)));
+            a.push_str(&format!(
+                r#"<saml:AuthnStatement AuthnInstant="{}""#,
+                instant(spec.issue_instant)
+            ));
             if let Some(si) = &spec.session_index {
                 a.push_str(&format!(r#" SessionIndex="{}""#, xml_escape(si)));
             }
@@ -484,7 +511,12 @@ fn encrypt_assertion(assertion: &str, sp_cert_pem: &str) -> Result<String, Signe
     let iv: [u8; 16] = rand::random();
     // PKCS#7 padding is one valid instance of XML Encryption's padding (§5.2.1).
     let mut data = iv.to_vec();
-    data.extend(encrypt(Cipher::aes_128_cbc(), &key, Some(&iv), assertion.as_bytes())?);
+    data.extend(encrypt(
+        Cipher::aes_128_cbc(),
+        &key,
+        Some(&iv),
+        assertion.as_bytes(),
+    )?);
     let mut wrapped = vec![0u8; rsa.size() as usize];
     let n = rsa.public_encrypt(&key, &mut wrapped, Padding::PKCS1_OAEP)?;
     wrapped.truncate(n);
@@ -508,11 +540,14 @@ mod tests {
 
     #[test]
     fn signs_assertion_response_and_both() {
-        let idp = TestIdp::generate("https://idp.example.com").unwrap();
+        let idp = TestIdp::generate("https://idp.example.com").expect("test");
         for sign in [SignMode::Assertion, SignMode::Response, SignMode::Both] {
-            let spec = ResponseSpec { sign, ..ResponseSpec::default() };
-            let xml = idp.response_xml(&spec).unwrap();
-            let doc = roxmltree::Document::parse(&xml).unwrap();
+            let spec = ResponseSpec {
+                sign,
+                ..ResponseSpec::default()
+            };
+            let xml = idp.response_xml(&spec).expect("test");
+            let doc = roxmltree::Document::parse(&xml).expect("test");
             let sigs = doc
                 .descendants()
                 .filter(|n| n.tag_name().name() == "SignatureValue")

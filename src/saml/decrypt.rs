@@ -40,7 +40,12 @@ fn cipher_value(n: Node<'_, '_>) -> Result<Vec<u8>, Undecryptable> {
         .find(|c| is(*c, NS_XENC, "CipherData"))
         .and_then(|cd| cd.children().find(|c| is(*c, NS_XENC, "CipherValue")))
         .ok_or(Undecryptable)?;
-    let b64: String = cv.text().unwrap_or("").chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let b64: String = cv
+        .text()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     STANDARD.decode(b64).map_err(|_| Undecryptable)
 }
 
@@ -63,15 +68,22 @@ fn unwrap_key(ek: Node<'_, '_>, key: &PKey<Private>) -> Option<Vec<u8>> {
     let wrapped = cipher_value(ek).ok()?;
     let rsa = key.rsa().ok()?;
     let mut out = vec![0u8; usize::try_from(rsa.size()).ok()?];
-    let n = rsa.private_decrypt(&wrapped, &mut out, Padding::PKCS1_OAEP).ok()?;
+    let n = rsa
+        .private_decrypt(&wrapped, &mut out, Padding::PKCS1_OAEP)
+        .ok()?;
     out.truncate(n);
     Some(out)
 }
 
 /// Decrypts the EncryptedAssertion element `enc` and returns the plaintext Assertion XML.
 pub fn decrypt_assertion(enc: Node<'_, '_>, key: &PKey<Private>) -> Result<String, Undecryptable> {
-    let data = enc.children().find(|c| is(*c, NS_XENC, "EncryptedData")).ok_or(Undecryptable)?;
-    let content_alg = algorithm(data).and_then(|m| m.attribute("Algorithm")).ok_or(Undecryptable)?;
+    let data = enc
+        .children()
+        .find(|c| is(*c, NS_XENC, "EncryptedData"))
+        .ok_or(Undecryptable)?;
+    let content_alg = algorithm(data)
+        .and_then(|m| m.attribute("Algorithm"))
+        .ok_or(Undecryptable)?;
     let (cipher, gcm) = match content_alg {
         AES128_CBC => (Cipher::aes_128_cbc(), false),
         AES256_CBC => (Cipher::aes_256_cbc(), false),
@@ -97,7 +109,8 @@ pub fn decrypt_assertion(enc: Node<'_, '_>, key: &PKey<Private>) -> Result<Strin
         }
         let (iv, rest) = blob.split_at(12);
         let (ct, tag) = rest.split_at(rest.len() - 16);
-        let mut c = Crypter::new(cipher, Mode::Decrypt, &session_key, Some(iv)).map_err(|_| Undecryptable)?;
+        let mut c = Crypter::new(cipher, Mode::Decrypt, &session_key, Some(iv))
+            .map_err(|_| Undecryptable)?;
         c.pad(false);
         c.set_tag(tag).map_err(|_| Undecryptable)?;
         let mut out = vec![0u8; ct.len() + cipher.block_size()];
@@ -113,7 +126,8 @@ pub fn decrypt_assertion(enc: Node<'_, '_>, key: &PKey<Private>) -> Result<Strin
             return Err(Undecryptable);
         }
         let (iv, ct) = blob.split_at(bs);
-        let mut c = Crypter::new(cipher, Mode::Decrypt, &session_key, Some(iv)).map_err(|_| Undecryptable)?;
+        let mut c = Crypter::new(cipher, Mode::Decrypt, &session_key, Some(iv))
+            .map_err(|_| Undecryptable)?;
         c.pad(false);
         let mut out = vec![0u8; ct.len() + bs];
         let n = c.update(ct, &mut out).map_err(|_| Undecryptable)?;

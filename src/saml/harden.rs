@@ -214,9 +214,15 @@ pub fn signature_uri(a: SignatureAlgorithm) -> &'static str {
 pub fn digest_uri(a: SignatureAlgorithm) -> &'static str {
     match a {
         SignatureAlgorithm::RsaSha1 => "http://www.w3.org/2000/09/xmldsig#sha1",
-        SignatureAlgorithm::RsaSha256 | SignatureAlgorithm::EcdsaSha256 => "http://www.w3.org/2001/04/xmlenc#sha256",
-        SignatureAlgorithm::RsaSha384 | SignatureAlgorithm::EcdsaSha384 => "http://www.w3.org/2001/04/xmldsig-more#sha384",
-        SignatureAlgorithm::RsaSha512 | SignatureAlgorithm::EcdsaSha512 => "http://www.w3.org/2001/04/xmlenc#sha512",
+        SignatureAlgorithm::RsaSha256 | SignatureAlgorithm::EcdsaSha256 => {
+            "http://www.w3.org/2001/04/xmlenc#sha256"
+        }
+        SignatureAlgorithm::RsaSha384 | SignatureAlgorithm::EcdsaSha384 => {
+            "http://www.w3.org/2001/04/xmldsig-more#sha384"
+        }
+        SignatureAlgorithm::RsaSha512 | SignatureAlgorithm::EcdsaSha512 => {
+            "http://www.w3.org/2001/04/xmlenc#sha512"
+        }
     }
 }
 
@@ -225,11 +231,15 @@ pub fn digest_uri(a: SignatureAlgorithm) -> &'static str {
 pub fn decode_form_value(value: &str, max_decoded_bytes: usize) -> Result<Vec<u8>, HardenError> {
     let compact: Vec<u8> = value.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if compact.len() / 4 * 3 > max_decoded_bytes.saturating_add(3) {
-        return Err(HardenError::TooLarge { limit: max_decoded_bytes });
+        return Err(HardenError::TooLarge {
+            limit: max_decoded_bytes,
+        });
     }
     let decoded = STANDARD.decode(&compact).map_err(|_| HardenError::Base64)?;
     if decoded.len() > max_decoded_bytes {
-        return Err(HardenError::TooLarge { limit: max_decoded_bytes });
+        return Err(HardenError::TooLarge {
+            limit: max_decoded_bytes,
+        });
     }
     Ok(decoded)
 }
@@ -238,7 +248,9 @@ pub fn decode_form_value(value: &str, max_decoded_bytes: usize) -> Result<Vec<u8
 /// ISO-8859-1 would make libxml2 read different text than we do).
 pub fn utf8_document<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, HardenError> {
     if bytes.len() > limits.max_decoded_bytes {
-        return Err(HardenError::TooLarge { limit: limits.max_decoded_bytes });
+        return Err(HardenError::TooLarge {
+            limit: limits.max_decoded_bytes,
+        });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| HardenError::Encoding)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -280,10 +292,16 @@ pub fn parse_strict<'a>(text: &'a str, limits: &Limits) -> Result<Document<'a>, 
         return Err(HardenError::Dtd);
     }
     let nodes_limit = u32::try_from(limits.max_elements.saturating_mul(4)).unwrap_or(u32::MAX);
-    let options = ParsingOptions { allow_dtd: false, nodes_limit, ..ParsingOptions::default() };
+    let options = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit,
+        ..ParsingOptions::default()
+    };
     Document::parse_with_options(text, options).map_err(|e| match e {
         roxmltree::Error::DtdDetected => HardenError::Dtd,
-        roxmltree::Error::NodesLimitReached => HardenError::TooManyElements { limit: limits.max_elements },
+        roxmltree::Error::NodesLimitReached => HardenError::TooManyElements {
+            limit: limits.max_elements,
+        },
         other => HardenError::Malformed(error_kind(&other)),
     })
 }
@@ -306,7 +324,9 @@ fn check_nodes(doc: &Document<'_>, text: &str, limits: &Limits) -> Result<(), Ha
         if depths.len() <= idx {
             depths.resize(idx + 1, 0);
         }
-        let parent_depth = node.parent().map_or(0, |p| depths.get(p.id().get_usize()).copied().unwrap_or(0));
+        let parent_depth = node
+            .parent()
+            .map_or(0, |p| depths.get(p.id().get_usize()).copied().unwrap_or(0));
         match node.node_type() {
             NodeType::PI => return Err(HardenError::ProcessingInstruction),
             NodeType::Element => {}
@@ -315,14 +335,20 @@ fn check_nodes(doc: &Document<'_>, text: &str, limits: &Limits) -> Result<(), Ha
         let depth = parent_depth + 1;
         depths[idx] = depth;
         if depth as usize > limits.max_depth {
-            return Err(HardenError::TooDeep { limit: limits.max_depth });
+            return Err(HardenError::TooDeep {
+                limit: limits.max_depth,
+            });
         }
         elements += 1;
         if elements > limits.max_elements {
-            return Err(HardenError::TooManyElements { limit: limits.max_elements });
+            return Err(HardenError::TooManyElements {
+                limit: limits.max_elements,
+            });
         }
         if node.attributes().len() + node.namespaces().len() > limits.max_attributes_per_element {
-            return Err(HardenError::TooManyAttributes { limit: limits.max_attributes_per_element });
+            return Err(HardenError::TooManyAttributes {
+                limit: limits.max_attributes_per_element,
+            });
         }
         for attr in node.attributes() {
             if attr.namespace() == Some(NS_XML) && attr.name() == "id" {
@@ -348,7 +374,9 @@ fn check_nodes(doc: &Document<'_>, text: &str, limits: &Limits) -> Result<(), Ha
         if name == "AttributeValue" {
             values += 1;
             if values > limits.max_attribute_values {
-                return Err(HardenError::TooManyAttributeValues { limit: limits.max_attribute_values });
+                return Err(HardenError::TooManyAttributeValues {
+                    limit: limits.max_attribute_values,
+                });
             }
         }
         if let Some(element) = text_element {
@@ -371,7 +399,9 @@ fn check_nodes(doc: &Document<'_>, text: &str, limits: &Limits) -> Result<(), Ha
 /// letters; must not start with a digit, `-` or `.`).
 pub fn is_ncname(s: &str) -> bool {
     let mut chars = s.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     let start_ok = first == '_' || first.is_alphabetic();
     start_ok && chars.all(|c| c == '_' || c == '-' || c == '.' || c.is_alphanumeric())
 }
@@ -387,18 +417,27 @@ pub fn inspect(text: &str, policy: &StructurePolicy<'_>) -> Result<Inspected, Ha
 }
 
 /// `inspect` on an already parsed document (the source `text` is needed for byte ranges).
-pub fn inspect_document(doc: &Document<'_>, text: &str, policy: &StructurePolicy<'_>) -> Result<Inspected, HardenError> {
+pub fn inspect_document(
+    doc: &Document<'_>,
+    text: &str,
+    policy: &StructurePolicy<'_>,
+) -> Result<Inspected, HardenError> {
     check_nodes(doc, text, policy.limits)?;
     let root = doc.root_element();
     if !is(root, NS_SAMLP, "Response") {
         return Err(HardenError::NotAResponse);
     }
-    let response_id = root.attribute("ID").ok_or(HardenError::InvalidId)?.to_string();
+    let response_id = root
+        .attribute("ID")
+        .ok_or(HardenError::InvalidId)?
+        .to_string();
 
     // Exactly one assertion, a direct child of the Response (SAML core §3.3.3; S8).
     let top: Vec<Node<'_, '_>> = root
         .children()
-        .filter(|c| c.is_element() && matches!(c.tag_name().name(), "Assertion" | "EncryptedAssertion"))
+        .filter(|c| {
+            c.is_element() && matches!(c.tag_name().name(), "Assertion" | "EncryptedAssertion")
+        })
         .collect();
     if top.len() != 1 {
         return Err(HardenError::AssertionCount { found: top.len() });
@@ -420,7 +459,9 @@ pub fn inspect_document(doc: &Document<'_>, text: &str, policy: &StructurePolicy
         // Allowed only when the policy says so, only `saml:Assertion`, only as the child of
         // a `saml:Advice` inside the top-level Assertion.
         let in_advice = is(node, NS_SAML, "Assertion")
-            && node.parent_element().is_some_and(|p| is(p, NS_SAML, "Advice"))
+            && node
+                .parent_element()
+                .is_some_and(|p| is(p, NS_SAML, "Advice"))
             && node.ancestors().any(|a| a == top_assertion);
         if !(policy.allow_advice_assertions && in_advice) {
             return Err(HardenError::AssertionMisplaced);
@@ -449,28 +490,43 @@ pub fn inspect_document(doc: &Document<'_>, text: &str, policy: &StructurePolicy
     if encrypted {
         inspected.encrypted_range = Some(top_assertion.range());
     } else {
-        inspected.assertion_id = Some(top_assertion.attribute("ID").ok_or(HardenError::InvalidId)?.to_string());
+        inspected.assertion_id = Some(
+            top_assertion
+                .attribute("ID")
+                .ok_or(HardenError::InvalidId)?
+                .to_string(),
+        );
     }
 
     // Every ds:Signature (S2, S8).
     for sig in root.descendants().filter(|n| is(*n, NS_DS, "Signature")) {
         // Signatures inside an EncryptedAssertion would be ciphertext; a visible one there is
         // someone else's content.
-        let parent = sig.parent_element().ok_or(HardenError::SignatureMisplaced)?;
+        let parent = sig
+            .parent_element()
+            .ok_or(HardenError::SignatureMisplaced)?;
         let which = if parent == root {
             0
         } else if parent == top_assertion && !encrypted {
             1
         } else if policy.allow_advice_assertions
             && is(parent, NS_SAML, "Assertion")
-            && parent.parent_element().is_some_and(|p| is(p, NS_SAML, "Advice"))
+            && parent
+                .parent_element()
+                .is_some_and(|p| is(p, NS_SAML, "Advice"))
             && parent.ancestors().any(|a| a == top_assertion)
         {
             2
         } else {
             return Err(HardenError::SignatureMisplaced);
         };
-        check_signature(sig, parent, parent == root, (which == 2).then_some(&advice_ids), policy)?;
+        check_signature(
+            sig,
+            parent,
+            parent == root,
+            (which == 2).then_some(&advice_ids),
+            policy,
+        )?;
         match which {
             0 => {
                 if inspected.response_signed {
@@ -491,7 +547,10 @@ pub fn inspect_document(doc: &Document<'_>, text: &str, policy: &StructurePolicy
 
     // Indirection anywhere in the ds namespace outside an EncryptedAssertion's KeyInfo (S2):
     // xmlsec would follow a RetrievalMethod before the signature is checked.
-    for node in root.descendants().filter(|n| n.is_element() && n.tag_name().namespace() == Some(NS_DS)) {
+    for node in root
+        .descendants()
+        .filter(|n| n.is_element() && n.tag_name().namespace() == Some(NS_DS))
+    {
         let local = node.tag_name().name();
         if matches!(local, "Object" | "Manifest") {
             return Err(HardenError::Indirection);
@@ -515,9 +574,14 @@ fn check_signature(
     advice_ids: Option<&HashSet<&str>>,
     policy: &StructurePolicy<'_>,
 ) -> Result<(), HardenError> {
-    let signed_infos: Vec<_> = sig.children().filter(|c| is(*c, NS_DS, "SignedInfo")).collect();
+    let signed_infos: Vec<_> = sig
+        .children()
+        .filter(|c| is(*c, NS_DS, "SignedInfo"))
+        .collect();
     let [signed_info] = signed_infos.as_slice() else {
-        return Err(HardenError::SignatureReference("not exactly one SignedInfo"));
+        return Err(HardenError::SignatureReference(
+            "not exactly one SignedInfo",
+        ));
     };
     // CanonicalizationMethod: an allow-listed C14N without comments.
     let c14n = signed_info
@@ -534,19 +598,28 @@ fn check_signature(
         .find(|c| is(*c, NS_DS, "SignatureMethod"))
         .and_then(|c| c.attribute("Algorithm"))
         .ok_or(HardenError::Algorithm)?;
-    if !policy.algorithms.iter().any(|a| signature_uri(*a) == method) {
+    if !policy
+        .algorithms
+        .iter()
+        .any(|a| signature_uri(*a) == method)
+    {
         return Err(HardenError::Algorithm);
     }
     // Exactly one Reference (SAML core §5.4.2), naming the parent. The one exception, under
     // the Advice relaxation only: a signature inside an Advice Assertion may reference several
     // Advice Assertions (never the Response or the top-level Assertion).
-    let references: Vec<_> = signed_info.children().filter(|c| is(*c, NS_DS, "Reference")).collect();
+    let references: Vec<_> = signed_info
+        .children()
+        .filter(|c| is(*c, NS_DS, "Reference"))
+        .collect();
     if let Some(ids) = advice_ids {
         if references.is_empty() {
             return Err(HardenError::SignatureReference("no Reference"));
         }
         for reference in &references {
-            let uri = reference.attribute("URI").ok_or(HardenError::SignatureReference("no URI"))?;
+            let uri = reference
+                .attribute("URI")
+                .ok_or(HardenError::SignatureReference("no URI"))?;
             match uri.strip_prefix('#') {
                 Some(id) if ids.contains(id) => {}
                 _ => return Err(HardenError::SignatureMisplaced),
@@ -558,8 +631,12 @@ fn check_signature(
     let [reference] = references.as_slice() else {
         return Err(HardenError::SignatureReference("not exactly one Reference"));
     };
-    let uri = reference.attribute("URI").ok_or(HardenError::SignatureReference("no URI"))?;
-    let parent_id = parent.attribute("ID").ok_or(HardenError::SignatureReference("signed element has no ID"))?;
+    let uri = reference
+        .attribute("URI")
+        .ok_or(HardenError::SignatureReference("no URI"))?;
+    let parent_id = parent
+        .attribute("ID")
+        .ok_or(HardenError::SignatureReference("signed element has no ID"))?;
     let points_to_parent = match uri.strip_prefix('#') {
         Some(id) => id == parent_id,
         None => uri.is_empty() && parent_is_root,
@@ -575,7 +652,10 @@ fn check_signature(
 }
 
 /// One Reference's Transforms and DigestMethod.
-fn check_reference(reference: Node<'_, '_>, policy: &StructurePolicy<'_>) -> Result<(), HardenError> {
+fn check_reference(
+    reference: Node<'_, '_>,
+    policy: &StructurePolicy<'_>,
+) -> Result<(), HardenError> {
     // Transforms: enveloped-signature and C14N only, each at most once (XSLT, XPath, XPointer
     // and base64 transforms are refused).
     let mut seen = HashSet::new();
@@ -631,16 +711,25 @@ mod tests {
     #[test]
     fn base64_with_line_breaks() {
         let v = "PHg+\r\n PC94Pg==\n";
-        assert_eq!(decode_form_value(v, 100).unwrap(), b"<x></x>");
+        assert_eq!(decode_form_value(v, 100).expect("test"), b"<x></x>");
         assert_eq!(decode_form_value("!!!!", 100), Err(HardenError::Base64));
-        assert!(matches!(decode_form_value(&"A".repeat(1000), 10), Err(HardenError::TooLarge { .. })));
+        assert!(matches!(
+            decode_form_value(&"A".repeat(1000), 10),
+            Err(HardenError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn encoding_declaration() {
         let l = Limits::default();
         assert!(utf8_document(br#"<?xml version="1.0" encoding="UTF-8"?><a/>"#, &l).is_ok());
-        assert_eq!(utf8_document(br#"<?xml version="1.0" encoding="ISO-8859-1"?><a/>"#, &l), Err(HardenError::Encoding));
-        assert_eq!(utf8_document(b"<a>\xff</a>", &l), Err(HardenError::Encoding));
+        assert_eq!(
+            utf8_document(br#"<?xml version="1.0" encoding="ISO-8859-1"?><a/>"#, &l),
+            Err(HardenError::Encoding)
+        );
+        assert_eq!(
+            utf8_document(b"<a>\xff</a>", &l),
+            Err(HardenError::Encoding)
+        );
     }
 }

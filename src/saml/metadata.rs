@@ -65,12 +65,21 @@ impl IdpMetadata {
     /// has an IDPSSODescriptor. Certificate validity dates are not checked: metadata keys are
     /// pinned keys (SAML metadata-iop §2.5.1).
     pub fn parse(xml: &str) -> Result<Self, MetadataError> {
-        let options = ParsingOptions { allow_dtd: false, nodes_limit: 1_000_000, ..ParsingOptions::default() };
-        let doc = Document::parse_with_options(xml, options).map_err(|e| MetadataError::Xml(e.to_string()))?;
+        let options = ParsingOptions {
+            allow_dtd: false,
+            nodes_limit: 1_000_000,
+            ..ParsingOptions::default()
+        };
+        let doc = Document::parse_with_options(xml, options)
+            .map_err(|e| MetadataError::Xml(e.to_string()))?;
         let idps: Vec<(Node<'_, '_>, Node<'_, '_>)> = doc
             .descendants()
             .filter(|n| is_md(*n, "EntityDescriptor"))
-            .filter_map(|e| e.children().find(|c| is_md(*c, "IDPSSODescriptor")).map(|idp| (e, idp)))
+            .filter_map(|e| {
+                e.children()
+                    .find(|c| is_md(*c, "IDPSSODescriptor"))
+                    .map(|idp| (e, idp))
+            })
             .collect();
         let [(entity, idp)] = idps.as_slice() else {
             return Err(MetadataError::NoIdp(idps.len()));
@@ -97,11 +106,20 @@ impl IdpMetadata {
                 continue;
             }
             for cert in kd.descendants().filter(|n| {
-                n.is_element() && n.tag_name().namespace() == Some(NS_DS) && n.tag_name().name() == "X509Certificate"
+                n.is_element()
+                    && n.tag_name().namespace() == Some(NS_DS)
+                    && n.tag_name().name() == "X509Certificate"
             }) {
-                let b64: String = cert.text().unwrap_or("").chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                let b64: String = cert
+                    .text()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| !c.is_ascii_whitespace())
+                    .collect();
                 let index = signing_certs.len() + 1;
-                let der = STANDARD.decode(b64).map_err(|_| MetadataError::BadCertificate { index })?;
+                let der = STANDARD
+                    .decode(b64)
+                    .map_err(|_| MetadataError::BadCertificate { index })?;
                 X509::from_der(&der).map_err(|_| MetadataError::BadCertificate { index })?;
                 if !signing_certs.contains(&der) {
                     signing_certs.push(der);
@@ -125,7 +143,12 @@ impl IdpMetadata {
 /// SLO (HTTP-Redirect and HTTP-POST), NameID formats, `AuthnRequestsSigned` when we have a key,
 /// `WantAssertionsSigned`, and — with an SP certificate — one signing and one encryption
 /// KeyDescriptor, the latter listing only the algorithms `decrypt` implements.
-pub fn sp_metadata_xml(entity_id: &str, acs_url: &str, slo_url: &str, sp_cert_der: Option<&[u8]>) -> String {
+pub fn sp_metadata_xml(
+    entity_id: &str,
+    acs_url: &str,
+    slo_url: &str,
+    sp_cert_der: Option<&[u8]>,
+) -> String {
     let keys = sp_cert_der
         .map(|der| {
             let cert = STANDARD.encode(der);
@@ -174,12 +197,18 @@ mod tests {
           <md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
             <md:KeyDescriptor use="encryption"><ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data><ds:X509Certificate>AAAA</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>
           </md:IDPSSODescriptor></md:EntityDescriptor>"#;
-        assert!(matches!(IdpMetadata::parse(xml), Err(MetadataError::NoSigningCertificate)));
+        assert!(matches!(
+            IdpMetadata::parse(xml),
+            Err(MetadataError::NoSigningCertificate)
+        ));
     }
 
     #[test]
     fn refuses_doctype() {
         let xml = r#"<!DOCTYPE x [<!ENTITY a "b">]><md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="x"/>"#;
-        assert!(matches!(IdpMetadata::parse(xml), Err(MetadataError::Xml(_))));
+        assert!(matches!(
+            IdpMetadata::parse(xml),
+            Err(MetadataError::Xml(_))
+        ));
     }
 }

@@ -21,7 +21,9 @@ use chrono::{DateTime, Duration, Utc};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use roxmltree::{Document, Node};
-use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer, Crypto, CryptoProvider, ReduceMode};
+use samael::crypto::{
+    AllowedSignatureAlgorithm, CertificateDer, Crypto, CryptoProvider, ReduceMode,
+};
 
 use crate::config::{AttributeMap, IdpMetadataSource, SamlConfig, SignatureAlgorithm};
 use crate::identity::Identity;
@@ -171,10 +173,14 @@ pub enum SetupError {
     #[error("saml.idp_metadata_file: {0}")]
     Metadata(#[from] MetadataError),
     /// The IdP metadata has no HTTP-Redirect SingleSignOnService.
-    #[error("saml.idp_metadata_file: the IdP has no SingleSignOnService with the HTTP-Redirect binding")]
+    #[error(
+        "saml.idp_metadata_file: the IdP has no SingleSignOnService with the HTTP-Redirect binding"
+    )]
     NoSsoRedirect,
     /// The metadata comes from a URL: fetch it and use `from_config_with_metadata`.
-    #[error("saml.idp_metadata_url: the metadata must be fetched first (Saml::from_config_with_metadata)")]
+    #[error(
+        "saml.idp_metadata_url: the metadata must be fetched first (Saml::from_config_with_metadata)"
+    )]
     MetadataNotFetched,
     /// The SP private key is not a PEM RSA key.
     #[error("saml.sp_key_file: not a PEM RSA private key")]
@@ -348,7 +354,11 @@ impl std::fmt::Debug for Saml {
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
-    std::fs::read(path).map_err(|source| SetupError::Read { key, path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| SetupError::Read {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl Saml {
@@ -362,14 +372,30 @@ impl Saml {
     }
 
     /// Builds the SP from `[saml]` with IdP metadata already in hand (fetched from a URL).
-    pub fn from_config_with_metadata(cfg: &SamlConfig, idp_metadata_xml: &str) -> Result<Self, SetupError> {
+    pub fn from_config_with_metadata(
+        cfg: &SamlConfig,
+        idp_metadata_xml: &str,
+    ) -> Result<Self, SetupError> {
         let idp = IdpMetadata::parse(idp_metadata_xml)?;
         if idp.sso_redirect.is_none() {
             return Err(SetupError::NoSsoRedirect);
         }
-        let key = cfg.sp_key_file.as_deref().map(|p| read("saml.sp_key_file", p)).transpose()?;
-        let cert = cfg.sp_cert_file.as_deref().map(|p| read("saml.sp_cert_file", p)).transpose()?;
-        Self::new(Policy::from_config(cfg), idp, key.as_deref(), cert.as_deref())
+        let key = cfg
+            .sp_key_file
+            .as_deref()
+            .map(|p| read("saml.sp_key_file", p))
+            .transpose()?;
+        let cert = cfg
+            .sp_cert_file
+            .as_deref()
+            .map(|p| read("saml.sp_cert_file", p))
+            .transpose()?;
+        Self::new(
+            Policy::from_config(cfg),
+            idp,
+            key.as_deref(),
+            cert.as_deref(),
+        )
     }
 
     /// Builds the SP from parts (tests, the demo). The SP key (PEM, RSA) decrypts and signs;
@@ -404,8 +430,18 @@ impl Saml {
                 cert.to_der().map_err(|_| SetupError::SpCert)
             })
             .transpose()?;
-        let certs = idp.signing_certs.iter().cloned().map(CertificateDer::from).collect();
-        let sp_metadata = metadata::sp_metadata_xml(&policy.entity_id, &policy.acs_url, &policy.slo_url, sp_cert_der.as_deref());
+        let certs = idp
+            .signing_certs
+            .iter()
+            .cloned()
+            .map(CertificateDer::from)
+            .collect();
+        let sp_metadata = metadata::sp_metadata_xml(
+            &policy.entity_id,
+            &policy.acs_url,
+            &policy.slo_url,
+            sp_cert_der.as_deref(),
+        );
         Ok(Self {
             samael_algorithms: samael_algorithms(&policy.allowed_algorithms),
             policy,
@@ -446,9 +482,16 @@ impl Saml {
     /// Verifies a `SAMLResponse` form value (HTTP-POST binding) at instant `now`. `pending` is
     /// the ID of this browser's outstanding AuthnRequest, if any. Synchronous and CPU-bound;
     /// run it in `spawn_blocking` behind `catch_unwind` (xmlsec is C).
-    pub fn verify(&self, saml_response: &str, pending: Option<&str>, now: DateTime<Utc>) -> Result<Verified, Error> {
+    pub fn verify(
+        &self,
+        saml_response: &str,
+        pending: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Verified, Error> {
         if saml_response.len() > self.policy.max_response_bytes {
-            return Err(Error::TooLarge { limit: self.policy.max_response_bytes });
+            return Err(Error::TooLarge {
+                limit: self.policy.max_response_bytes,
+            });
         }
         let bytes = harden::decode_form_value(saml_response, self.policy.limits.max_decoded_bytes)?;
         self.verify_xml(&bytes, pending, now)
@@ -468,26 +511,45 @@ impl Saml {
         // PreDigest yields one result: the Response's when it is signed, else the only
         // reference. With signed Advice Assertions and an unsigned Response there are several
         // non-Response references, which only the marking mode can combine.
-        let several = !insp.response_signed && usize::from(insp.assertion_signed) + insp.advice_signatures > 1;
+        let several = !insp.response_signed
+            && usize::from(insp.assertion_signed) + insp.advice_signatures > 1;
         let mode = match self.policy.reduce {
             Reduce::PreDigest if !several => ReduceMode::PreDigest,
             _ => ReduceMode::ValidateAndMarkNoAncestors,
         };
-        Crypto::reduce_xml_to_signed_with_allowed_algorithms(text, &self.certs, mode, self.samael_algorithms.as_deref())
-            .map_err(|_| Error::Signature)
+        Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            text,
+            &self.certs,
+            mode,
+            self.samael_algorithms.as_deref(),
+        )
+        .map_err(|_| Error::Signature)
     }
 
     /// `verify` on decoded XML bytes.
-    pub fn verify_xml(&self, bytes: &[u8], pending: Option<&str>, now: DateTime<Utc>) -> Result<Verified, Error> {
+    pub fn verify_xml(
+        &self,
+        bytes: &[u8],
+        pending: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Verified, Error> {
         let sp = self.structure_policy();
         let text = harden::utf8_document(bytes, sp.limits)?;
         let doc = harden::parse_strict(text, sp.limits)?;
         let insp = harden::inspect_document(&doc, text, &sp)?;
-        let any_signature = insp.response_signed || insp.assertion_signed || insp.advice_signatures > 0;
+        let any_signature =
+            insp.response_signed || insp.assertion_signed || insp.advice_signatures > 0;
 
-        let verified_text = if any_signature { Some(self.reduce(text, &insp)?) } else { None };
+        let verified_text = if any_signature {
+            Some(self.reduce(text, &insp)?)
+        } else {
+            None
+        };
         let verified_doc = match &verified_text {
-            Some(v) => Some(Document::parse(harden::strip_declaration(v)).map_err(|_| Error::VerifiedMismatch)?),
+            Some(v) => Some(
+                Document::parse(harden::strip_declaration(v))
+                    .map_err(|_| Error::VerifiedMismatch)?,
+            ),
             None => None,
         };
         let verified_root = verified_doc.as_ref().map(|d| d.root_element());
@@ -516,7 +578,14 @@ impl Saml {
             if assertion.attribute("ID") != insp.assertion_id.as_deref() {
                 return Err(Error::VerifiedMismatch);
             }
-            return self.check(response, signed_response.is_some(), false, assertion, pending, now);
+            return self.check(
+                response,
+                signed_response.is_some(),
+                false,
+                assertion,
+                pending,
+                now,
+            );
         }
 
         // S10: decrypt, then verify the decrypted Assertion's own signature (if any).
@@ -528,7 +597,8 @@ impl Saml {
         // namespace context) and drop the Response signature, which no longer applies (it was
         // verified above over the ciphertext).
         let spliced = splice(text, &insp, plaintext)?;
-        let spliced_doc = harden::parse_strict(&spliced, sp.limits).map_err(|_| Error::Decryption)?;
+        let spliced_doc =
+            harden::parse_strict(&spliced, sp.limits).map_err(|_| Error::Decryption)?;
         let insp2 = harden::inspect_document(&spliced_doc, &spliced, &sp)?;
         let assertion_verified = if insp2.assertion_signed || insp2.advice_signatures > 0 {
             Some(self.reduce(&spliced, &insp2)?)
@@ -536,20 +606,32 @@ impl Saml {
             None
         };
         let assertion_doc = match &assertion_verified {
-            Some(v) => Some(Document::parse(harden::strip_declaration(v)).map_err(|_| Error::VerifiedMismatch)?),
+            Some(v) => Some(
+                Document::parse(harden::strip_declaration(v))
+                    .map_err(|_| Error::VerifiedMismatch)?,
+            ),
             None => None,
         };
         let assertion = match assertion_doc.as_ref().map(|d| d.root_element()) {
             Some(a) if is(a, NS_SAML, "Assertion") => a,
             Some(_) => return Err(Error::VerifiedMismatch),
             // Unsigned inside, but the ciphertext was covered by the Response signature.
-            None if signed_response.is_some() => top_assertion(spliced_doc.root_element()).ok_or(Error::VerifiedMismatch)?,
+            None if signed_response.is_some() => {
+                top_assertion(spliced_doc.root_element()).ok_or(Error::VerifiedMismatch)?
+            }
             None => return Err(Error::Unsigned),
         };
         if assertion.attribute("ID") != insp2.assertion_id.as_deref() {
             return Err(Error::VerifiedMismatch);
         }
-        self.check(response, signed_response.is_some(), true, assertion, pending, now)
+        self.check(
+            response,
+            signed_response.is_some(),
+            true,
+            assertion,
+            pending,
+            now,
+        )
     }
 
     /// The protocol checks (SAML profiles §4.1.4.2–3, core §2.5, §3.2.2) and the extraction.
@@ -567,10 +649,15 @@ impl Saml {
         let max_age = to_chrono(p.max_issue_age);
 
         // Response (SAML core §3.2.2).
-        if response.attribute("Version") != Some("2.0") || assertion.attribute("Version") != Some("2.0") {
+        if response.attribute("Version") != Some("2.0")
+            || assertion.attribute("Version") != Some("2.0")
+        {
             return Err(Error::Version);
         }
-        let response_id = response.attribute("ID").ok_or(Error::MissingId)?.to_string();
+        let response_id = response
+            .attribute("ID")
+            .ok_or(Error::MissingId)?
+            .to_string();
         match child(response, NS_SAML, "Issuer") {
             Some(i) if text_of(i) == self.idp.entity_id => {}
             Some(_) => return Err(Error::Issuer),
@@ -583,7 +670,9 @@ impl Saml {
             .and_then(|c| c.attribute("Value"))
             .unwrap_or("");
         if code != STATUS_SUCCESS {
-            return Err(Error::Status { code: code.chars().take(100).collect() });
+            return Err(Error::Status {
+                code: code.chars().take(100).collect(),
+            });
         }
         match response.attribute("Destination") {
             Some(d) if d == p.acs_url => {}
@@ -595,12 +684,18 @@ impl Saml {
         check_issue_instant(response_issued, now, skew, max_age)?;
 
         // Assertion (SAML core §2.3.3).
-        let assertion_id = assertion.attribute("ID").ok_or(Error::MissingId)?.to_string();
+        let assertion_id = assertion
+            .attribute("ID")
+            .ok_or(Error::MissingId)?
+            .to_string();
         match child(assertion, NS_SAML, "Issuer") {
             Some(i) if text_of(i) == self.idp.entity_id => {}
             _ => return Err(Error::Issuer),
         }
-        let issued = time(assertion.attribute("IssueInstant"), "Assertion IssueInstant")?;
+        let issued = time(
+            assertion.attribute("IssueInstant"),
+            "Assertion IssueInstant",
+        )?;
         check_issue_instant(issued, now, skew, max_age)?;
         let mut deadline = issued.min(response_issued) + max_age;
 
@@ -625,7 +720,10 @@ impl Saml {
         // future, InResponseTo = the request. The first one that satisfies everything counts.
         let mut first_error = Error::NoBearer;
         let mut confirmed: Option<(DateTime<Utc>, Option<&str>)> = None;
-        for sc in subject.children().filter(|c| is(*c, NS_SAML, "SubjectConfirmation")) {
+        for sc in subject
+            .children()
+            .filter(|c| is(*c, NS_SAML, "SubjectConfirmation"))
+        {
             if sc.attribute("Method") != Some(CM_BEARER) {
                 continue;
             }
@@ -658,10 +756,10 @@ impl Saml {
         // Conditions (core §2.5.1).
         match child(assertion, NS_SAML, "Conditions") {
             Some(c) => {
-                if let Some(nb) = c.attribute("NotBefore") {
-                    if time(Some(nb), "Conditions NotBefore")? > now + skew {
-                        return Err(Error::NotYetValid);
-                    }
+                if let Some(nb) = c.attribute("NotBefore")
+                    && time(Some(nb), "Conditions NotBefore")? > now + skew
+                {
+                    return Err(Error::NotYetValid);
                 }
                 if let Some(na) = c.attribute("NotOnOrAfter") {
                     let na = time(Some(na), "Conditions NotOnOrAfter")?;
@@ -671,12 +769,18 @@ impl Saml {
                     deadline = deadline.min(na);
                 }
                 // §2.5.1.4: every AudienceRestriction must name us.
-                let restrictions: Vec<_> = c.children().filter(|r| is(*r, NS_SAML, "AudienceRestriction")).collect();
+                let restrictions: Vec<_> = c
+                    .children()
+                    .filter(|r| is(*r, NS_SAML, "AudienceRestriction"))
+                    .collect();
                 if restrictions.is_empty() && p.require_audience {
                     return Err(Error::Audience);
                 }
                 for r in restrictions {
-                    let ours = r.children().filter(|a| is(*a, NS_SAML, "Audience")).any(|a| text_of(a) == p.entity_id);
+                    let ours = r
+                        .children()
+                        .filter(|a| is(*a, NS_SAML, "Audience"))
+                        .any(|a| text_of(a) == p.entity_id);
                     if !ours {
                         return Err(Error::Audience);
                     }
@@ -687,7 +791,8 @@ impl Saml {
         }
 
         // AuthnStatement (profiles §4.1.4.2: at least one).
-        let authn = child(assertion, NS_SAML, "AuthnStatement").ok_or(Error::MissingAuthnStatement)?;
+        let authn =
+            child(assertion, NS_SAML, "AuthnStatement").ok_or(Error::MissingAuthnStatement)?;
         let session_index = authn.attribute("SessionIndex").map(str::to_string);
         let session_not_on_or_after = match authn.attribute("SessionNotOnOrAfter") {
             Some(s) => {
@@ -702,7 +807,13 @@ impl Saml {
 
         let attributes = attributes(assertion)?;
         let name_id_format = name_id_node.attribute("Format").map(str::to_string);
-        let identity = build_identity(&name_id, name_id_format.as_deref(), session_index.as_deref(), &attributes, &p.attributes);
+        let identity = build_identity(
+            &name_id,
+            name_id_format.as_deref(),
+            session_index.as_deref(),
+            &attributes,
+            &p.attributes,
+        );
         Ok(Verified {
             response_id,
             assertion_id,
@@ -731,7 +842,10 @@ fn check_bearer<'a>(
     if scd.attribute("Recipient") != Some(p.acs_url.as_str()) {
         return Err(Error::Recipient);
     }
-    let noa = time(Some(scd.attribute("NotOnOrAfter").ok_or(Error::SubjectExpired)?), "SubjectConfirmationData NotOnOrAfter")?;
+    let noa = time(
+        Some(scd.attribute("NotOnOrAfter").ok_or(Error::SubjectExpired)?),
+        "SubjectConfirmationData NotOnOrAfter",
+    )?;
     if now >= noa + skew {
         return Err(Error::SubjectExpired);
     }
@@ -749,7 +863,12 @@ fn check_bearer<'a>(
     Ok((noa, irt))
 }
 
-fn check_issue_instant(t: DateTime<Utc>, now: DateTime<Utc>, skew: Duration, max_age: Duration) -> Result<(), Error> {
+fn check_issue_instant(
+    t: DateTime<Utc>,
+    now: DateTime<Utc>,
+    skew: Duration,
+    max_age: Duration,
+) -> Result<(), Error> {
     if t > now + skew {
         return Err(Error::IssuedInFuture);
     }
@@ -762,7 +881,10 @@ fn check_issue_instant(t: DateTime<Utc>, now: DateTime<Utc>, skew: Duration, max
 /// All attributes of the Assertion's own AttributeStatements; duplicate Names are refused (S9).
 fn attributes(assertion: Node<'_, '_>) -> Result<Vec<Attribute>, Error> {
     let mut out: Vec<Attribute> = Vec::new();
-    for stmt in assertion.children().filter(|c| is(*c, NS_SAML, "AttributeStatement")) {
+    for stmt in assertion
+        .children()
+        .filter(|c| is(*c, NS_SAML, "AttributeStatement"))
+    {
         for a in stmt.children().filter(|c| is(*c, NS_SAML, "Attribute")) {
             let name = a.attribute("Name").unwrap_or("").to_string();
             if out.iter().any(|o| o.name == name) {
@@ -771,9 +893,20 @@ fn attributes(assertion: Node<'_, '_>) -> Result<Vec<Attribute>, Error> {
             let values = a
                 .children()
                 .filter(|c| is(*c, NS_SAML, "AttributeValue"))
-                .map(|v| v.descendants().filter(|d| d.is_text()).filter_map(|d| d.text()).collect::<String>().trim().to_string())
+                .map(|v| {
+                    v.descendants()
+                        .filter(|d| d.is_text())
+                        .filter_map(|d| d.text())
+                        .collect::<String>()
+                        .trim()
+                        .to_string()
+                })
                 .collect();
-            out.push(Attribute { name, friendly_name: a.attribute("FriendlyName").map(str::to_string), values });
+            out.push(Attribute {
+                name,
+                friendly_name: a.attribute("FriendlyName").map(str::to_string),
+                values,
+            });
         }
     }
     Ok(out)
@@ -781,16 +914,20 @@ fn attributes(assertion: Node<'_, '_>) -> Result<Vec<Attribute>, Error> {
 
 /// Finds the mapped attribute: by Name first, then by FriendlyName (deterministic).
 fn mapped<'a>(attrs: &'a [Attribute], key: &str) -> Option<&'a Attribute> {
-    attrs
-        .iter()
-        .find(|a| a.name == key)
-        .or_else(|| attrs.iter().find(|a| a.friendly_name.as_deref() == Some(key)))
+    attrs.iter().find(|a| a.name == key).or_else(|| {
+        attrs
+            .iter()
+            .find(|a| a.friendly_name.as_deref() == Some(key))
+    })
 }
 
 fn looks_like_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && domain.contains('.') && !domain.contains('@') && !s.chars().any(char::is_whitespace)
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.contains('@')
+                && !s.chars().any(char::is_whitespace)
         }
         None => false,
     }
@@ -803,7 +940,11 @@ fn build_identity(
     attrs: &[Attribute],
     map: &AttributeMap,
 ) -> Identity {
-    let first = |key: &str| mapped(attrs, key).and_then(|a| a.values.iter().find(|v| !v.is_empty())).cloned();
+    let first = |key: &str| {
+        mapped(attrs, key)
+            .and_then(|a| a.values.iter().find(|v| !v.is_empty()))
+            .cloned()
+    };
     let email = first(&map.email).or_else(|| {
         (format == Some(NAMEID_EMAIL) || looks_like_email(name_id)).then(|| name_id.to_string())
     });
@@ -874,7 +1015,9 @@ fn samael_algorithms(list: &[SignatureAlgorithm]) -> Option<Vec<AllowedSignature
 /// xs:dateTime with a time zone (SAML core §1.3.3 requires UTC).
 fn time(v: Option<&str>, field: &'static str) -> Result<DateTime<Utc>, Error> {
     let v = v.ok_or(Error::MalformedTime { field })?;
-    DateTime::parse_from_rfc3339(v.trim()).map(|t| t.with_timezone(&Utc)).map_err(|_| Error::MalformedTime { field })
+    DateTime::parse_from_rfc3339(v.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Error::MalformedTime { field })
 }
 
 fn is(n: Node<'_, '_>, ns: &str, name: &str) -> bool {

@@ -55,8 +55,16 @@ fn encode(v: &str) -> String {
     byte_serialize(v.as_bytes()).collect()
 }
 
-pub(super) fn login_request(saml: &Saml, relay_state: &str, now: DateTime<Utc>) -> Result<LoginRequest, RequestError> {
-    let sso = saml.idp.sso_redirect.as_deref().ok_or(RequestError::NoSsoEndpoint)?;
+pub(super) fn login_request(
+    saml: &Saml,
+    relay_state: &str,
+    now: DateTime<Utc>,
+) -> Result<LoginRequest, RequestError> {
+    let sso = saml
+        .idp
+        .sso_redirect
+        .as_deref()
+        .ok_or(RequestError::NoSsoEndpoint)?;
     if relay_state.len() > 80 {
         return Err(RequestError::RelayStateTooLong);
     }
@@ -71,14 +79,22 @@ pub(super) fn login_request(saml: &Saml, relay_state: &str, now: DateTime<Utc>) 
     if p.force_authn {
         xml.push_str(r#" ForceAuthn="true""#);
     }
-    xml.push_str(&format!("><saml:Issuer>{}</saml:Issuer>", xml_escape(&p.entity_id)));
+    xml.push_str(&format!(
+        "><saml:Issuer>{}</saml:Issuer>",
+        xml_escape(&p.entity_id)
+    ));
     if let Some(f) = &p.name_id_format {
-        xml.push_str(&format!(r#"<samlp:NameIDPolicy Format="{}" AllowCreate="true"/>"#, xml_escape(f)));
+        xml.push_str(&format!(
+            r#"<samlp:NameIDPolicy Format="{}" AllowCreate="true"/>"#,
+            xml_escape(f)
+        ));
     }
     xml.push_str("</samlp:AuthnRequest>");
 
     let mut deflater = DeflateEncoder::new(Vec::new(), Compression::default());
-    deflater.write_all(xml.as_bytes()).map_err(|_| RequestError::Encode)?;
+    deflater
+        .write_all(xml.as_bytes())
+        .map_err(|_| RequestError::Encode)?;
     let deflated = deflater.finish().map_err(|_| RequestError::Encode)?;
     let mut query = format!("SAMLRequest={}", encode(&STANDARD.encode(deflated)));
     if !relay_state.is_empty() {
@@ -88,11 +104,17 @@ pub(super) fn login_request(saml: &Saml, relay_state: &str, now: DateTime<Utc>) 
         // Bindings §3.4.4.1: sign the octets "SAMLRequest=..&RelayState=..&SigAlg=.." exactly
         // as they appear, URL-encoded, in the query string.
         query.push_str(&format!("&SigAlg={}", encode(SIG_ALG_RSA_SHA256)));
-        let mut signer = Signer::new(MessageDigest::sha256(), key).map_err(|_| RequestError::Encode)?;
-        signer.update(query.as_bytes()).map_err(|_| RequestError::Encode)?;
+        let mut signer =
+            Signer::new(MessageDigest::sha256(), key).map_err(|_| RequestError::Encode)?;
+        signer
+            .update(query.as_bytes())
+            .map_err(|_| RequestError::Encode)?;
         let sig = signer.sign_to_vec().map_err(|_| RequestError::Encode)?;
         query.push_str(&format!("&Signature={}", encode(&STANDARD.encode(sig))));
     }
     let sep = if sso.contains('?') { '&' } else { '?' };
-    Ok(LoginRequest { request_id: id, redirect_url: format!("{sso}{sep}{query}") })
+    Ok(LoginRequest {
+        request_id: id,
+        redirect_url: format!("{sso}{sep}{query}"),
+    })
 }
