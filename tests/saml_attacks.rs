@@ -1217,3 +1217,11 @@ fn sp_metadata() {
     assert!(md.contains(DEFAULT_ACS_URL));
     assert!(!md.contains("aes192") && !md.contains("aes256-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-1_5"));
 }
+
+#[test]
+fn saml_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Saml>();
+    assert_send_sync::<Verified>();
+    assert_send_sync::<Error>();
+}
