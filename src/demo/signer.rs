@@ -540,14 +540,14 @@ mod tests {
 
     #[test]
     fn signs_assertion_response_and_both() {
-        let idp = TestIdp::generate("https://idp.example.com").unwrap();
+        let idp = TestIdp::generate("https://idp.example.com").expect("test");
         for sign in [SignMode::Assertion, SignMode::Response, SignMode::Both] {
             let spec = ResponseSpec {
                 sign,
                 ..ResponseSpec::default()
             };
-            let xml = idp.response_xml(&spec).unwrap();
-            let doc = roxmltree::Document::parse(&xml).unwrap();
+            let xml = idp.response_xml(&spec).expect("test");
+            let doc = roxmltree::Document::parse(&xml).expect("test");
             let sigs = doc
                 .descendants()
                 .filter(|n| n.tag_name().name() == "SignatureValue")

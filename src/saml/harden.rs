@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn base64_with_line_breaks() {
         let v = "PHg+\r\n PC94Pg==\n";
-        assert_eq!(decode_form_value(v, 100).unwrap(), b"<x></x>");
+        assert_eq!(decode_form_value(v, 100).expect("test"), b"<x></x>");
         assert_eq!(decode_form_value("!!!!", 100), Err(HardenError::Base64));
         assert!(matches!(
             decode_form_value(&"A".repeat(1000), 10),
