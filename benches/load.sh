@@ -18,7 +18,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(c
 for tool in nginx wrk taskset; do
   command -v $tool >/dev/null || { echo "load.sh: $tool missing: run scripts/install-deps.sh bench" >&2; exit 1; }
 done
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --bin samlgate --example bench_login
 bash scripts/ensure-redis.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -59,7 +59,7 @@ public_url = "http://127.0.0.1:$1"
 url = "http://127.0.0.1:$UP"
 public_paths = ["/public/*"]
 [saml]
-idp_metadata_file = "config/idp-metadata.xml"
+idp_metadata_file = "$WORK/idp.xml"
 [session]
 secret = "bench-secret-0123456789abcdef0123456789abcdef"
 store = "$3"
@@ -68,6 +68,7 @@ redis_key_prefix = "samlgate-bench:"
 level = "error"
 TOML
 }
+./target/release/examples/bench_login idp "$WORK"
 gateway_config "$SG" "$SG_ADMIN" memory > "$WORK/sg.toml"
 gateway_config "$SGA" "$SGA_ADMIN" memory > "$WORK/sga.toml"
 gateway_config "$SGR" "$SGR_ADMIN" redis > "$WORK/sgr.toml"
@@ -76,20 +77,16 @@ for n in sg sga sgr; do
 done
 sleep 1
 
-# A session cookie for the authenticated runs, minted through the bench helper when present.
-COOKIE_MEM=""; COOKIE_REDIS=""
-if ./target/release/samlgate help 2>/dev/null | grep -q bench-session; then
-  COOKIE_MEM=$(./target/release/samlgate bench-session --config "$WORK/sga.toml")
-  COOKIE_REDIS=$(./target/release/samlgate bench-session --config "$WORK/sgr.toml")
-fi
+# Session cookies made by a real SAML login through each gateway.
+COOKIE_MEM=$(./target/release/examples/bench_login login "$WORK" "http://127.0.0.1:$SGA")
+COOKIE_REDIS=$(./target/release/examples/bench_login login "$WORK" "http://127.0.0.1:$SGR")
 
 run() { # name url [cookie]
   local hdr=()
   [ -n "${3:-}" ] && hdr=(-H "Cookie: $3")
   taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$2" > "$WORK/$1.$r.txt"
 }
-targets=(direct nginx samlgate)
-[ -n "$COOKIE_MEM" ] && targets+=(samlgate-auth samlgate-auth-redis)
+targets=(direct nginx samlgate samlgate-auth samlgate-auth-redis)
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     case $t in

@@ -255,6 +255,15 @@ impl TestIdp {
         })
     }
 
+    /// Rebuilds an IdP from a saved key and certificate (PEM), e.g. across processes.
+    pub fn from_pem(entity_id: &str, key_pem: &[u8], cert_pem: &[u8]) -> Result<Self, SignerError> {
+        Ok(Self {
+            entity_id: entity_id.to_string(),
+            key: PKey::private_key_from_pem(key_pem)?,
+            cert: X509::from_pem(cert_pem)?,
+        })
+    }
+
     /// The IdP entity ID (the Issuer of every Response).
     pub fn entity_id(&self) -> &str {
         &self.entity_id
