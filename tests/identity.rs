@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -14,10 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use percent_encoding::percent_decode_str;
 use support::dashboard::Seen;
 use support::fake_scim::FakeScim;
-use support::gateway::{self, Opts, get};
+use support::gateway::{self, Opts, get, raw_get};
 use support::sso::{Browser, Sso};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const JWT: &str = "[headers.jwt]\naudience = \"dashboard\"\n";
 
@@ -46,23 +43,6 @@ const SPOOFS: &[&str] = &[
     "Remote-User: SPOOF",
     "remote_user: SPOOF",
 ];
-
-/// A raw HTTP/1.1 GET with header lines exactly as written (case, `_`, duplicates survive on
-/// the wire, which a typed client would normalise away). Returns (status, whole response).
-async fn raw_get(addr: SocketAddr, path: &str, lines: &[&str]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for l in lines {
-        req.push_str(l);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    (text[9..12].parse().unwrap(), text)
-}
 
 /// Signs `b` in through the real SP-initiated flow as a user with these attributes.
 async fn login_as(sso: &Sso, b: &mut Browser, email: &str, name: (&str, &str), groups: &[&str]) {
