@@ -596,8 +596,9 @@ impl App {
 
     /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 202 (200
     /// on Envoy's `/saml/auth/<path>`, as Envoy allows only on 200) with `X-Auth-Request-*` and
-    /// the JWT; 401 with the login URL (body and `X-Auth-Request-Redirect`); 403 when a rule
-    /// denies the original request.
+    /// the JWT; 401 with the login URL (body and `X-Auth-Request-Redirect`), or 302 to it for a
+    /// browser where the proxy passes our answer through; 403 when a rule denies the original
+    /// request.
     async fn forward_auth(
         &self,
         req: &Request<Incoming>,
@@ -606,16 +607,21 @@ impl App {
         let original = self.original_request(req, peer)?;
         let Some(session) = self.load_session(req.headers()).await? else {
             // `?rd=` (oauth2-proxy's name) on `/saml/auth` itself picks the landing path.
-            let rd = (req.uri().path() == "/saml/auth")
-                .then(|| query_param(req.uri().query(), "rd"))
-                .flatten();
-            let return_to = match rd {
+            let own_query = (!original.envoy).then(|| req.uri().query()).flatten();
+            let return_to = match query_param(own_query, "rd") {
                 Some(rd) => self.same_origin_path(&rd),
-                None => original.uri,
+                None => original.uri.clone(),
             };
-            return Err(Error::Unauthenticated {
-                login_url: self.login_url(&return_to),
-            });
+            let login_url = self.login_url(&return_to);
+            // nginx needs 401 (it treats a 3xx from auth_request as an error); Traefik and
+            // Envoy hand our answer to the client, so a browser there gets the redirect
+            // (Envoy mode always, `/saml/auth?redirect=1` for Traefik).
+            let redirect_ok = original.envoy
+                || query_param(own_query, "redirect").is_some_and(|v| v == "1" || v == "true");
+            if redirect_ok && access::wants_redirect(&original.method, req.headers()) {
+                return Ok(redirect(StatusCode::FOUND, &login_url));
+            }
+            return Err(Error::Unauthenticated { login_url });
         };
         let path = original.uri.split(['?', '#']).next().unwrap_or("/");
         self.access.authorize(

@@ -557,6 +557,41 @@ async fn forward_auth_from_a_trusted_proxy_answers_202_401_403() {
         let redirect = resp.headers()["x-auth-request-redirect"].to_str().unwrap();
         assert!(redirect.ends_with(want), "{rd} -> {redirect}");
     }
+    // Traefik (`?redirect=1`) and Envoy pass our answer to the client: a browser gets 302.
+    let html = ("accept", "text/html");
+    let (resp, _) = get(
+        &format!("{auth}?redirect=1"),
+        &[
+            html,
+            ("x-forwarded-uri", "/reports"),
+            ("x-forwarded-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 302);
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("/saml/login?return_to=%2Freports")
+    );
+    let (resp, _) = get(&format!("{auth}/reports?x=1"), &[html]).await;
+    assert_eq!(resp.status(), 302);
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("return_to=%2Freports%3Fx%3D1")
+    );
+    let (resp, _) = get(
+        &format!("{auth}/reports"),
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    // nginx cannot take a 3xx from auth_request: a browser there still gets 401.
+    let (resp, _) = get(&auth, &[html, ("x-original-uri", "/reports")]).await;
+    assert_eq!(resp.status(), 401);
 
     let mut b = Browser::new();
     login_as(
