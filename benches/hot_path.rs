@@ -1,5 +1,6 @@
 //! Criterion micro-benches of the per-request work on the authenticated hot path:
-//! identity-header strip + inject, cookie stripping, path normalisation.
+//! identity-header strip + inject, cookie stripping, path normalisation, and the identity JWT
+//! (cached per session, as the gateway serves it, and signed afresh).
 #![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
@@ -13,7 +14,8 @@ fn config() -> Config {
         "[server]\npublic_url=\"https://dash.example.com\"\n[upstream]\nurl=\"http://127.0.0.1:3000\"\n",
         "[saml]\nidp_metadata_file=\"",
         env!("CARGO_MANIFEST_DIR"),
-        "/config/idp-metadata.xml\"\n[session]\nsecret=\"0123456789abcdef0123456789abcdef\"\n"
+        "/config/idp-metadata.xml\"\n[session]\nsecret=\"0123456789abcdef0123456789abcdef\"\n",
+        "[headers.jwt]\naudience=\"dashboard\"\n"
     );
     Config::from_toml_str(toml, std::path::Path::new(".")).unwrap()
 }
@@ -77,6 +79,31 @@ fn bench(c: &mut Criterion) {
             },
             criterion::BatchSize::SmallInput,
         )
+    });
+    let signer = samlgate::jwt::Signer::new(cfg.headers.jwt.as_ref().unwrap()).unwrap();
+    let sid = "0123456789abcdef";
+    c.bench_function("identity_headers_plus_jwt_cached", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |h| {
+                rules.strip(h);
+                strip_cookies(h, &["__Host-samlgate"]);
+                rules.inject(h, black_box(&id));
+                let token = signer.token(black_box(sid), &id).unwrap();
+                h.insert(signer.header_name().clone(), token);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("jwt_token_cached", |b| {
+        b.iter(|| signer.token(black_box(sid), &id).unwrap())
+    });
+    c.bench_function("jwt_sign_uncached", |b| {
+        b.iter(|| {
+            signer
+                .sign(black_box(sid), &id, std::time::SystemTime::now())
+                .unwrap()
+        })
     });
     c.bench_function("normalize_path", |b| {
         b.iter(|| samlgate::access::normalize(black_box("/reports/2024/q3/summary")))

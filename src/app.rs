@@ -22,6 +22,7 @@ use crate::config::{Config, PathPattern, StoreKind};
 use crate::error::Error;
 use crate::headers::{self, IdentityHeaders};
 use crate::identity::Identity;
+use crate::jwt::Signer;
 use crate::provision::{ProvisionError, Provisioner};
 use crate::proxy::{Peer, Proxy};
 use crate::saml::{self, Saml, Verified};
@@ -48,6 +49,9 @@ pub enum StartError {
     /// Identity header rules did not compile.
     #[error(transparent)]
     Headers(#[from] crate::headers::FilterError),
+    /// The identity-JWT key could not be loaded or generated.
+    #[error(transparent)]
+    Jwt(#[from] crate::jwt::KeyError),
     /// TLS files could not be loaded.
     #[error("server.tls: {0}")]
     Tls(String),
@@ -75,6 +79,8 @@ pub struct App {
     proxy: Proxy,
     public_paths: Vec<PathPattern>,
     identity_headers: IdentityHeaders,
+    /// `[headers.jwt]`: the identity-JWT signer, when configured.
+    jwt: Option<Signer>,
     access: access::Policy,
     saml: Arc<Saml>,
     sessions: Sessions,
@@ -84,6 +90,20 @@ pub struct App {
     saml_results: Family<ResultLabels, Counter>,
     saml_verify_seconds: Histogram,
     registry: Registry,
+    /// Whether the untrusted forward-auth warning was logged.
+    untrusted_warned: std::sync::atomic::AtomicBool,
+}
+
+/// Where the JWKS is served.
+const JWKS_PATH: &str = "/.well-known/samlgate/jwks.json";
+
+/// The request a forward-auth call asks about.
+struct OriginalRequest {
+    method: Method,
+    /// Path and query (`/` when not believed).
+    uri: String,
+    /// Envoy ext_authz style (`/saml/auth/<path>`): answer 200, not 202.
+    envoy: bool,
 }
 
 impl App {
@@ -93,6 +113,7 @@ impl App {
         let metrics = Metrics::register(&mut registry);
         let proxy = Proxy::new(&config.upstream, &config.server.trusted_proxies)?;
         let identity_headers = IdentityHeaders::new(&config.headers)?;
+        let jwt = config.headers.jwt.as_ref().map(Signer::new).transpose()?;
         let saml = Arc::new(Saml::from_config(&config.saml)?);
         let sessions = Sessions::new(&config.session, config.server.public_https).await?;
         sessions.register(&mut registry);
@@ -127,6 +148,7 @@ impl App {
             access: access::Policy::new(&config.access),
             proxy,
             identity_headers,
+            jwt,
             saml,
             sessions,
             provisioner,
@@ -134,6 +156,7 @@ impl App {
             saml_results,
             saml_verify_seconds,
             registry,
+            untrusted_warned: std::sync::atomic::AtomicBool::new(false),
             config,
         }))
     }
@@ -195,7 +218,7 @@ impl App {
         peer: Peer,
     ) -> (&'static str, Result<Response<Body>, Error>) {
         let route = match req.uri().path() {
-            "/saml/auth" => "auth",
+            p if p == "/saml/auth" || p.starts_with("/saml/auth/") => "auth",
             p if p.starts_with("/saml/") || p.starts_with("/.well-known/samlgate/") => "saml",
             _ => return self.forward(req, peer).await,
         };
@@ -209,11 +232,13 @@ impl App {
             (&Method::POST, "/saml/acs") => self.finish_login(req).await,
             (&Method::GET | &Method::POST, "/saml/logout") => self.logout(req).await,
             (&Method::GET, "/saml/auth") => self.forward_auth(&req, peer).await,
+            (_, p) if p.starts_with("/saml/auth/") => self.forward_auth(&req, peer).await,
             (&Method::GET, "/saml/userinfo") => self.userinfo(&req).await,
+            (&Method::GET | &Method::HEAD, JWKS_PATH) => self.jwks(),
             (
                 _,
                 "/saml/metadata" | "/saml/login" | "/saml/acs" | "/saml/logout" | "/saml/auth"
-                | "/saml/userinfo",
+                | "/saml/userinfo" | JWKS_PATH,
             ) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound),
         };
@@ -247,6 +272,7 @@ impl App {
             self.strip_client_identity(req.headers_mut());
             self.identity_headers
                 .inject(req.headers_mut(), &session.identity);
+            self.set_jwt(req.headers_mut(), &session)?;
             Ok(self.proxy.forward(req, peer).await?)
         };
         ("proxy", result.await)
@@ -257,6 +283,22 @@ impl App {
     fn strip_client_identity(&self, headers: &mut HeaderMap) {
         self.identity_headers.strip(headers);
         headers::strip_cookies(headers, &[self.sessions.cookie_name()]);
+    }
+
+    /// Sets the identity JWT (when `[headers.jwt]` is configured), reusing the session's token
+    /// while it is fresh.
+    fn set_jwt(&self, headers: &mut HeaderMap, session: &Session) -> Result<(), Error> {
+        let Some(signer) = &self.jwt else {
+            return Ok(());
+        };
+        let token = signer
+            .token(&session.id.fingerprint(), &session.identity)
+            .map_err(|e| Error::Unavailable {
+                what: "identity signer",
+                detail: e.to_string(),
+            })?;
+        headers.insert(signer.header_name().clone(), token);
+        Ok(())
     }
 
     async fn load_session(&self, headers: &HeaderMap) -> Result<Option<Session>, Error> {
@@ -552,45 +594,50 @@ impl App {
         Ok(resp)
     }
 
-    /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz.
+    /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 202 (200
+    /// on Envoy's `/saml/auth/<path>`, as Envoy allows only on 200) with `X-Auth-Request-*` and
+    /// the JWT; 401 with the login URL (body and `X-Auth-Request-Redirect`), or 302 to it for a
+    /// browser where the proxy passes our answer through; 403 when a rule denies the original
+    /// request.
     async fn forward_auth(
         &self,
         req: &Request<Incoming>,
         peer: Peer,
     ) -> Result<Response<Body>, Error> {
-        let trusted = self.proxy.is_trusted(peer.addr.ip());
-        let header_str = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let original = if trusted {
-            header_str("x-original-uri").or_else(|| header_str("x-forwarded-uri"))
-        } else {
-            None
-        };
-        let original = original.unwrap_or_else(|| "/".to_string());
-        let method = trusted
-            .then(|| header_str("x-original-method").or_else(|| header_str("x-forwarded-method")))
-            .flatten()
-            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or(Method::GET);
-        let original_path = original.split(['?', '#']).next().unwrap_or("/");
+        let original = self.original_request(req, peer)?;
         let Some(session) = self.load_session(req.headers()).await? else {
-            return Err(Error::Unauthenticated {
-                login_url: self.login_url(&original),
-            });
+            // `?rd=` (oauth2-proxy's name) on `/saml/auth` itself picks the landing path.
+            let own_query = (!original.envoy).then(|| req.uri().query()).flatten();
+            let return_to = match query_param(own_query, "rd") {
+                Some(rd) => self.same_origin_path(&rd),
+                None => original.uri.clone(),
+            };
+            let login_url = self.login_url(&return_to);
+            // nginx needs 401 (it treats a 3xx from auth_request as an error); Traefik and
+            // Envoy hand our answer to the client, so a browser there gets the redirect
+            // (Envoy mode always, `/saml/auth?redirect=1` for Traefik).
+            let redirect_ok = original.envoy
+                || query_param(own_query, "redirect").is_some_and(|v| v == "1" || v == "true");
+            if redirect_ok && access::wants_redirect(&original.method, req.headers()) {
+                return Ok(redirect(StatusCode::FOUND, &login_url));
+            }
+            return Err(Error::Unauthenticated { login_url });
         };
+        let path = original.uri.split(['?', '#']).next().unwrap_or("/");
         self.access.authorize(
             &session.identity,
-            &method,
-            &access::normalize(original_path),
+            &original.method,
+            &access::normalize(path),
         )?;
         let mut resp = Response::new(empty());
-        *resp.status_mut() = StatusCode::ACCEPTED;
+        *resp.status_mut() = if original.envoy {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
         let id = &session.identity;
         let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert("x-auth-request-user", headers::encode(id.upstream_user()));
         if let Some(email) = &id.email {
             h.insert("x-auth-request-email", headers::encode(email));
@@ -607,6 +654,112 @@ impl App {
         if let Some(ps) = &id.permission_set {
             h.insert("x-auth-request-permission-set", headers::encode(ps));
         }
+        self.set_jwt(h, &session)?;
+        Ok(resp)
+    }
+
+    /// The request a forward-auth call asks about. Believed only from `server.trusted_proxies`
+    /// (anyone else could name a harmless URI to pass a path rule): nginx's `X-Original-URI`
+    /// and `-Method`, else Traefik's `X-Forwarded-Uri` and `-Method`, else Envoy's path after
+    /// `/saml/auth` with the request's own method. From an untrusted peer: `GET /`.
+    fn original_request<B>(&self, req: &Request<B>, peer: Peer) -> Result<OriginalRequest, Error> {
+        let path = req.uri().path();
+        let envoy = path.starts_with("/saml/auth/");
+        let names = [
+            "x-original-uri",
+            "x-forwarded-uri",
+            "x-original-method",
+            "x-forwarded-method",
+        ];
+        if !self.proxy.is_trusted(peer.addr.ip()) {
+            if envoy || names.iter().any(|n| req.headers().contains_key(*n)) {
+                self.warn_untrusted_forward_auth(peer);
+            }
+            return Ok(OriginalRequest {
+                method: Method::GET,
+                uri: "/".into(),
+                envoy,
+            });
+        }
+        if envoy {
+            let rest = &path["/saml/auth".len()..];
+            let uri = match req.uri().query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_string(),
+            };
+            return Ok(OriginalRequest {
+                method: req.method().clone(),
+                uri,
+                envoy,
+            });
+        }
+        // One value per header: a repeated one means a client's copy got through, so refuse.
+        let single = |name: &str| -> Result<Option<String>, Error> {
+            let mut values = req.headers().get_all(name).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(Error::BadRequest("a forward-auth header was sent twice"));
+            }
+            Ok(first.and_then(|v| v.to_str().ok()).map(str::to_string))
+        };
+        let uri = match single("x-original-uri")? {
+            Some(u) => Some(u),
+            None => single("x-forwarded-uri")?,
+        };
+        let method = match single("x-original-method")? {
+            Some(m) => Some(m),
+            None => single("x-forwarded-method")?,
+        };
+        Ok(OriginalRequest {
+            method: method
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+                .unwrap_or(Method::GET),
+            uri: uri
+                .filter(|u| u.starts_with('/'))
+                .unwrap_or_else(|| "/".into()),
+            envoy,
+        })
+    }
+
+    /// Logs once per process that forward-auth headers from an untrusted peer were ignored:
+    /// path rules then see `/`, which is almost always a missing `server.trusted_proxies` entry.
+    fn warn_untrusted_forward_auth(&self, peer: Peer) {
+        use std::sync::atomic::Ordering;
+        if !self.untrusted_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(peer = %peer.addr.ip(),
+                "forward-auth request from a peer outside server.trusted_proxies: its X-Original-URI/X-Forwarded-Uri is ignored and access rules are checked against GET /");
+        }
+    }
+
+    /// A `rd` parameter as a same-origin path: an absolute URL on `public_url` loses its
+    /// origin; anything else unsafe becomes `/`.
+    fn same_origin_path(&self, rd: &str) -> String {
+        let base = &self.config.server.public_url;
+        let rest = match rd.strip_prefix(base.as_str()) {
+            Some("") => "/",
+            Some(rest) if rest.starts_with('/') => rest,
+            Some(_) => "/",
+            None => rd,
+        };
+        access::safe_return_path(rest)
+    }
+
+    /// The public keys that verify the identity JWT (RFC 7517 JWK Set); 404 without
+    /// `[headers.jwt]`.
+    fn jwks(&self) -> Result<Response<Body>, Error> {
+        let Some(signer) = &self.jwt else {
+            return Err(Error::NotFound);
+        };
+        let mut resp = Response::new(full(signer.jwks_json()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
         Ok(resp)
     }
 
@@ -886,6 +1039,11 @@ pub fn validate(config: &Config) -> Vec<String> {
         problems.push(e.to_string());
     }
     if let Err(e) = IdentityHeaders::new(&config.headers) {
+        problems.push(e.to_string());
+    }
+    if let Some(jwt) = &config.headers.jwt
+        && let Err(e) = Signer::new(jwt)
+    {
         problems.push(e.to_string());
     }
     if let crate::config::IdpMetadataSource::File(_) = &config.saml.idp_metadata

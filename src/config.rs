@@ -457,6 +457,8 @@ pub struct JwtConfig {
     pub header: HeaderName,
     /// PEM EC P-256 private key; generated at start-up when absent.
     pub key_file: Option<PathBuf>,
+    /// Keys still published in the JWKS after a rotation (PEM public or private keys).
+    pub previous_key_files: Vec<PathBuf>,
     /// `aud` claim.
     pub audience: String,
     /// `iss` claim.
@@ -781,6 +783,7 @@ impl Default for RawHeaders {
 struct RawJwt {
     header: String,
     key_file: Option<String>,
+    previous_key_files: Vec<String>,
     audience: String,
     issuer: Option<String>,
     ttl: String,
@@ -791,6 +794,7 @@ impl Default for RawJwt {
         Self {
             header: "X-Samlgate-Jwt-Assertion".into(),
             key_file: None,
+            previous_key_files: vec![],
             audience: "dashboard".into(),
             issuer: None,
             ttl: "5m".into(),
@@ -1624,11 +1628,19 @@ impl Validator {
             if ttl > Duration::from_secs(300) || ttl < Duration::from_secs(10) {
                 self.problem("headers.jwt.ttl", "must be between \"10s\" and \"5m\"");
             }
+            if j.audience.trim().is_empty() {
+                self.problem("headers.jwt.audience", "must not be empty");
+            }
             JwtConfig {
                 header: self.header_name("headers.jwt.header", &j.header),
                 key_file: j
                     .key_file
                     .map(|f| self.existing_file("headers.jwt.key_file", &f)),
+                previous_key_files: j
+                    .previous_key_files
+                    .iter()
+                    .map(|f| self.existing_file("headers.jwt.previous_key_files", f))
+                    .collect(),
                 audience: j.audience,
                 issuer: j.issuer.unwrap_or_else(|| public_url.to_string()),
                 ttl,

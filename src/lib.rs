@@ -19,6 +19,7 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod identity;
+pub mod jwt;
 pub mod pages;
 pub mod provision;
 pub mod proxy;

@@ -39,6 +39,9 @@ pub struct Opts<'a> {
     pub upstream: &'a str,
     /// Whole extra sections (`[provisioning]`, `[headers]`, `[access]` …).
     pub extra: &'a str,
+    /// `server.public_url` when browsers reach the gateway through something else (a proxy in
+    /// front); default: the gateway's own address.
+    pub public_url: Option<&'a str>,
 }
 
 /// A valid config for `upstream` with `opts`; `{public_url}` is replaced at start.
@@ -138,4 +141,22 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A raw HTTP/1.1 GET with header lines exactly as written (case, `_`, duplicates survive on
+/// the wire, which a typed client would normalise away). Returns (status, whole response).
+pub async fn raw_get(addr: SocketAddr, path: &str, lines: &[&str]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for l in lines {
+        req.push_str(l);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (text[9..12].parse().unwrap(), text)
 }

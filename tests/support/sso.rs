@@ -43,14 +43,17 @@ impl Sso {
         .unwrap();
         let meta = meta.display().to_string();
         let toml = gateway::toml(
-            "{public_url}",
+            opts.public_url.unwrap_or("{public_url}"),
             &dash.url(),
             Opts {
                 metadata: Some(&meta),
                 ..opts
             },
         );
-        let gw = gateway::start_toml(&toml).await;
+        let mut gw = gateway::start_toml(&toml).await;
+        if let Some(url) = opts.public_url {
+            gw.public_url = url.to_string();
+        }
         Sso { idp, gw, dash, dir }
     }
 
