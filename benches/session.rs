@@ -63,7 +63,10 @@ fn bench(c: &mut Criterion) {
 
     // Memory store.
     let mem = rt
-        .block_on(Sessions::new(&config(StoreKind::Memory, "", Duration::ZERO), true))
+        .block_on(Sessions::new(
+            &config(StoreKind::Memory, "", Duration::ZERO),
+            true,
+        ))
         .unwrap_or_else(|e| panic!("{e}"));
     let (_, set) = rt
         .block_on(mem.create(identity(), None))
