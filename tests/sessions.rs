@@ -767,3 +767,19 @@ async fn redis_that_hangs_is_cut_off_at_the_operation_timeout() {
         "session survives a stall"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_are_accepted_and_tls_failures_are_unavailable() {
+    // The shared Redis speaks plain TCP, so the TLS handshake fails: that must be a clean
+    // Unavailable (no panic about crypto providers, no hang).
+    require_shared_redis();
+    let cfg = config(
+        StoreKind::Redis,
+        "rediss://127.0.0.1:6379/0",
+        &unique_prefix("tls"),
+    );
+    let sessions = Sessions::new(&cfg, true).await.expect("rediss:// accepted");
+    let start = Instant::now();
+    assert!(!sessions.ready().await);
+    assert!(start.elapsed() < Duration::from_millis(600));
+}
