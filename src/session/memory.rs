@@ -2,7 +2,6 @@
 //! with a deadline per entry. Everything it holds is lost when the process restarts, and it is
 //! not shared between replicas (use the Redis store for that).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +53,8 @@ impl Deadline for Blob {
 
 #[derive(Clone)]
 struct Members {
-    set: Arc<HashSet<String>>,
+    /// Few members per key (one user's sessions): a boxed slice is the smallest set.
+    set: Arc<[Box<str>]>,
     deadline: Instant,
 }
 
@@ -199,17 +199,22 @@ impl MemoryStore {
         let now = Instant::now();
         self.indexes
             .entry(index.to_string())
-            .and_upsert_with(|existing| {
-                let (mut set, deadline) = match existing.map(|e| e.into_value()).and_then(live) {
-                    Some(m) => ((*m.set).clone(), m.deadline.max(now + ttl)),
-                    None => (HashSet::new(), now + ttl),
-                };
-                set.insert(member.to_string());
-                Members {
-                    set: Arc::new(set),
-                    deadline,
-                }
-            });
+            .and_upsert_with(
+                |existing| match existing.map(|e| e.into_value()).and_then(live) {
+                    Some(m) if m.set.iter().any(|x| &**x == member) => Members {
+                        set: m.set,
+                        deadline: m.deadline.max(now + ttl),
+                    },
+                    Some(m) => Members {
+                        set: m.set.iter().cloned().chain([member.into()]).collect(),
+                        deadline: m.deadline.max(now + ttl),
+                    },
+                    None => Members {
+                        set: Arc::from([Box::<str>::from(member)]),
+                        deadline: now + ttl,
+                    },
+                },
+            );
         Ok(())
     }
 
@@ -218,7 +223,7 @@ impl MemoryStore {
             .indexes
             .get(index)
             .and_then(live)
-            .map(|m| m.set.iter().cloned().collect())
+            .map(|m| m.set.iter().map(|x| x.to_string()).collect())
             .unwrap_or_default())
     }
 
@@ -233,16 +238,16 @@ impl MemoryStore {
                 if m.deadline <= now {
                     return Op::Remove;
                 }
-                if !m.set.contains(member) {
+                if !m.set.iter().any(|x| &**x == member) {
                     return Op::Nop;
                 }
-                let mut set = (*m.set).clone();
-                set.remove(member);
+                let set: Arc<[Box<str>]> =
+                    m.set.iter().filter(|x| &***x != member).cloned().collect();
                 if set.is_empty() {
                     Op::Remove
                 } else {
                     Op::Put(Members {
-                        set: Arc::new(set),
+                        set,
                         deadline: m.deadline,
                     })
                 }
