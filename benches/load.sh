@@ -103,16 +103,16 @@ python3 - "$WORK" "$ROUNDS" "${targets[@]}" <<'PY'
 import re, statistics, sys
 work, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def ms(v):
-    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+    n, u = re.match(r"([\d.]+)(us|ms|s|m)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res = {}
 for t in targets:
     rps, p50, p99, errs = [], [], [], 0
     for r in range(1, rounds + 1):
         txt = open(f"{work}/{t}.{r}.txt").read()
         rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1)))
-        p50.append(ms(re.search(r"50%\s+(\S+)", txt).group(1)))
-        p99.append(ms(re.search(r"99%\s+(\S+)", txt).group(1)))
+        p50.append(ms(re.search(r"^\s+50%\s+(\S+)", txt, re.M).group(1)))
+        p99.append(ms(re.search(r"^\s+99%\s+(\S+)", txt, re.M).group(1)))
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
         errs += int(m.group(1)) if m else 0
     res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs)
