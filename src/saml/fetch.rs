@@ -10,12 +10,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use http::{Request, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use super::{Saml, SetupError};
+use crate::config::SamlConfig;
 
 /// Largest metadata document accepted, in bytes (one IdP, a few certificates).
 pub const MAX_METADATA_BYTES: usize = 5 * 1024 * 1024;
@@ -155,4 +159,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Why a metadata refresh left the metadata in force unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The URL could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The fetched metadata was refused (no signing certificate, expired, malformed...).
+    #[error("fetched IdP metadata refused: {0}")]
+    Refused(#[from] SetupError),
+}
+
+/// A `Saml` from freshly fetched metadata, refused when it has no signing certificate (S1),
+/// no HTTP-Redirect SSO endpoint, or a `validUntil` at or before `now`.
+pub fn build_checked(
+    cfg: &SamlConfig,
+    xml: &str,
+    now: DateTime<Utc>,
+) -> Result<Saml, SetupError> {
+    let saml = Saml::from_config_with_metadata(cfg, xml)?;
+    saml.idp().check_valid_at(now)?;
+    Ok(saml)
 }
