@@ -616,7 +616,8 @@ impl App {
         } else {
             let query = parts.uri.query().unwrap_or("");
             let has = |k: &str| query_param(Some(query), k).is_some();
-            (has("SAMLRequest") || has("SAMLResponse")).then(|| Received::Redirect(query.to_string()))
+            (has("SAMLRequest") || has("SAMLResponse"))
+                .then(|| Received::Redirect(query.to_string()))
         };
         let Some(received) = received else {
             return self.sign_out(&parts.headers).await;
@@ -644,7 +645,11 @@ impl App {
                 .append(header::SET_COOKIE, self.sessions.removal_cookie());
             return Ok(resp);
         };
-        let clear = self.sessions.destroy(&session).await.map_err(session_error)?;
+        let clear = self
+            .sessions
+            .destroy(&session)
+            .await
+            .map_err(session_error)?;
         tracing::info!(target: "audit", event = "logout", user = %session.identity.subject,
             session = %session.id.fingerprint(), "signed out");
         let mut resp = match self.slo_redirect(&session.identity).await {
@@ -723,7 +728,11 @@ impl App {
         let indexes: Vec<Option<&str>> = if verified.session_indexes.is_empty() {
             vec![None]
         } else {
-            verified.session_indexes.iter().map(|s| Some(s.as_str())).collect()
+            verified
+                .session_indexes
+                .iter()
+                .map(|s| Some(s.as_str()))
+                .collect()
         };
         for index in indexes {
             match self

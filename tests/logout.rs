@@ -130,7 +130,9 @@ async fn signed_in(sso: &Sso, cookie: &str) -> bool {
 }
 
 async fn get_logout(sso: &Sso, query: &str) -> http::Response<()> {
-    gateway::get(&format!("{}?{query}", slo_url(sso)), &[]).await.0
+    gateway::get(&format!("{}?{query}", slo_url(sso)), &[])
+        .await
+        .0
 }
 
 async fn post_logout(sso: &Sso, field: &str, value: &str) -> http::Response<()> {
@@ -221,9 +223,18 @@ async fn sp_initiated_logout_round_trip_with_signed_request() {
     // The query signature (bindings §3.4.4.1) verifies with the SP certificate.
     let query = location.split_once('?').unwrap().1;
     let (signed, signature) = query.split_once("&Signature=").unwrap();
-    assert!(signed.contains("&RelayState=") && signed.ends_with(&format!("&SigAlg={}", enc(RSA_SHA256))));
+    assert!(
+        signed.contains("&RelayState=")
+            && signed.ends_with(&format!("&SigAlg={}", enc(RSA_SHA256)))
+    );
     let sig = STANDARD
-        .decode(url::form_urlencoded::parse(format!("s={signature}").as_bytes()).next().unwrap().1.as_bytes())
+        .decode(
+            url::form_urlencoded::parse(format!("s={signature}").as_bytes())
+                .next()
+                .unwrap()
+                .1
+                .as_bytes(),
+        )
         .unwrap();
     let cert = X509::from_pem(sp.cert_pem().unwrap().as_bytes()).unwrap();
     let key = cert.public_key().unwrap();
@@ -340,8 +351,14 @@ async fn idp_initiated_post_logout_with_xml_signature_and_session_index() {
         session_index: Some("_p1"),
         ..alice(&sso)
     };
-    let template = sso.idp.signature_template(&id, SignAlgorithm::RsaSha256).unwrap();
-    let signed = sso.idp.sign_document(&req.xml(&id, Some(&template))).unwrap();
+    let template = sso
+        .idp
+        .signature_template(&id, SignAlgorithm::RsaSha256)
+        .unwrap();
+    let signed = sso
+        .idp
+        .sign_document(&req.xml(&id, Some(&template)))
+        .unwrap();
     let resp = post_logout(&sso, "SAMLRequest", &STANDARD.encode(signed)).await;
     assert_eq!(resp.status(), 302);
     let xml = inflate_param(resp.headers()["location"].to_str().unwrap(), "SAMLResponse");
@@ -352,7 +369,12 @@ async fn idp_initiated_post_logout_with_xml_signature_and_session_index() {
 
     // Unsigned POST: refused.
     let id = new_id();
-    let resp = post_logout(&sso, "SAMLRequest", &STANDARD.encode(alice(&sso).xml(&id, None))).await;
+    let resp = post_logout(
+        &sso,
+        "SAMLRequest",
+        &STANDARD.encode(alice(&sso).xml(&id, None)),
+    )
+    .await;
     assert_eq!(resp.status(), 403);
     assert!(signed_in(&sso, &c2).await);
 }
@@ -367,25 +389,41 @@ async fn bad_idp_logout_requests_are_refused_and_end_nothing() {
     let old = (Utc::now() - Duration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let past = (Utc::now() - Duration::minutes(3)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let cases: Vec<(&str, String)> = vec![
-        ("unsigned", redirect_query("SAMLRequest", &alice(&sso).xml(&new_id(), None), None, None)),
+        (
+            "unsigned",
+            redirect_query("SAMLRequest", &alice(&sso).xml(&new_id(), None), None, None),
+        ),
         (
             "wrong issuer",
             redirect_query(
                 "SAMLRequest",
-                &Req { issuer: "https://evil.test", ..alice(&sso) }.xml(&new_id(), None),
+                &Req {
+                    issuer: "https://evil.test",
+                    ..alice(&sso)
+                }
+                .xml(&new_id(), None),
                 None,
                 Some(&key),
             ),
         ),
         (
             "wrong key",
-            redirect_query("SAMLRequest", &alice(&sso).xml(&new_id(), None), None, Some(&attacker)),
+            redirect_query(
+                "SAMLRequest",
+                &alice(&sso).xml(&new_id(), None),
+                None,
+                Some(&attacker),
+            ),
         ),
         (
             "wrong destination",
             redirect_query(
                 "SAMLRequest",
-                &Req { destination: "https://other.test/slo".into(), ..alice(&sso) }.xml(&new_id(), None),
+                &Req {
+                    destination: "https://other.test/slo".into(),
+                    ..alice(&sso)
+                }
+                .xml(&new_id(), None),
                 None,
                 Some(&key),
             ),
@@ -394,7 +432,11 @@ async fn bad_idp_logout_requests_are_refused_and_end_nothing() {
             "expired NotOnOrAfter",
             redirect_query(
                 "SAMLRequest",
-                &Req { not_on_or_after: Some(past), ..alice(&sso) }.xml(&new_id(), None),
+                &Req {
+                    not_on_or_after: Some(past),
+                    ..alice(&sso)
+                }
+                .xml(&new_id(), None),
                 None,
                 Some(&key),
             ),
@@ -403,21 +445,33 @@ async fn bad_idp_logout_requests_are_refused_and_end_nothing() {
             "old IssueInstant",
             redirect_query(
                 "SAMLRequest",
-                &Req { issue_instant: old, ..alice(&sso) }.xml(&new_id(), None),
+                &Req {
+                    issue_instant: old,
+                    ..alice(&sso)
+                }
+                .xml(&new_id(), None),
                 None,
                 Some(&key),
             ),
         ),
         (
             "tampered after signing",
-            redirect_query("SAMLRequest", &alice(&sso).xml(&new_id(), None), Some("x"), Some(&key))
-                .replace("RelayState=x", "RelayState=y"),
+            redirect_query(
+                "SAMLRequest",
+                &alice(&sso).xml(&new_id(), None),
+                Some("x"),
+                Some(&key),
+            )
+            .replace("RelayState=x", "RelayState=y"),
         ),
         (
             "doctype",
             redirect_query(
                 "SAMLRequest",
-                &format!("<!DOCTYPE x [<!ENTITY a \"b\">]>{}", alice(&sso).xml(&new_id(), None)),
+                &format!(
+                    "<!DOCTYPE x [<!ENTITY a \"b\">]>{}",
+                    alice(&sso).xml(&new_id(), None)
+                ),
                 None,
                 Some(&key),
             ),
@@ -440,7 +494,11 @@ async fn bad_idp_logout_requests_are_refused_and_end_nothing() {
     let q = redirect_query_raw("SAMLRequest", &bomb, None, Some(&key));
     let started = std::time::Instant::now();
     let resp = get_logout(&sso, &q).await;
-    assert_eq!(resp.status(), 403, "refused by the inflate cap, not the server");
+    assert_eq!(
+        resp.status(),
+        403,
+        "refused by the inflate cap, not the server"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     assert!(signed_in(&sso, &cookie).await);
 }

@@ -132,7 +132,10 @@ async fn metadata_url_start_rollover_refusals_and_backup() {
     };
     assert_eq!(readyz(&sso.gw).await, 200);
     assert_eq!(login_status(&sso).await, 303);
-    assert_eq!(std::fs::read_to_string(&backup).unwrap(), metadata(&sso.idp));
+    assert_eq!(
+        std::fs::read_to_string(&backup).unwrap(),
+        metadata(&sso.idp)
+    );
     // Our SP metadata is served from config.
     let (resp, _) = gateway::get(&format!("{}/saml/metadata", sso.gw.public_url), &[]).await;
     assert_eq!(resp.status(), 200);
@@ -163,7 +166,10 @@ async fn metadata_url_start_rollover_refusals_and_backup() {
     assert!(err.to_string().contains("expired"), "{err}");
     assert_eq!(login_status(&sso).await, 303);
     assert_eq!(readyz(&sso.gw).await, 200);
-    assert_eq!(std::fs::read_to_string(&backup).unwrap(), metadata(&sso.idp));
+    assert_eq!(
+        std::fs::read_to_string(&backup).unwrap(),
+        metadata(&sso.idp)
+    );
 
     // The copy in force expires: logins keep working, /readyz says not ready.
     let soon = Utc::now() + chrono::Duration::milliseconds(1500);
@@ -210,7 +216,8 @@ async fn no_metadata_anywhere_starts_not_ready_and_bad_metadata_refuses_to_start
     // Metadata without a signing key and no backup: the gateway refuses to start (S1).
     let idp = TestIdp::generate(IDP_ENTITY).unwrap();
     let server =
-        MetadataServer::start(metadata(&idp).replace("use=\"signing\"", "use=\"encryption\"")).await;
+        MetadataServer::start(metadata(&idp).replace("use=\"signing\"", "use=\"encryption\""))
+            .await;
     let toml = url_toml(&dash, &server.url, &backup).replace("{public_url}", "http://127.0.0.1:1");
     let config =
         samlgate::config::Config::from_toml_str(&toml, Path::new(env!("CARGO_MANIFEST_DIR")))

@@ -174,11 +174,7 @@ pub enum RefreshError {
 
 /// A `Saml` from freshly fetched metadata, refused when it has no signing certificate (S1),
 /// no HTTP-Redirect SSO endpoint, or a `validUntil` at or before `now`.
-pub fn build_checked(
-    cfg: &SamlConfig,
-    xml: &str,
-    now: DateTime<Utc>,
-) -> Result<Saml, SetupError> {
+pub fn build_checked(cfg: &SamlConfig, xml: &str, now: DateTime<Utc>) -> Result<Saml, SetupError> {
     let saml = Saml::from_config_with_metadata(cfg, xml)?;
     saml.idp().check_valid_at(now)?;
     Ok(saml)

@@ -286,15 +286,13 @@ fn digest_of(a: SignatureAlgorithm) -> MessageDigest {
 
 /// XML-DSig carries ECDSA signatures as r‖s (RFC 4050); OpenSSL wants DER.
 fn ecdsa_der(sig: &[u8]) -> Option<Vec<u8>> {
-    if sig.is_empty() || sig.len() % 2 != 0 {
+    if sig.is_empty() || !sig.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = sig.split_at(sig.len() / 2);
-    let sig = EcdsaSig::from_private_components(
-        BigNum::from_slice(r).ok()?,
-        BigNum::from_slice(s).ok()?,
-    )
-    .ok()?;
+    let sig =
+        EcdsaSig::from_private_components(BigNum::from_slice(r).ok()?, BigNum::from_slice(s).ok()?)
+            .ok()?;
     sig.to_der().ok()
 }
 
@@ -417,12 +415,13 @@ impl Saml {
             let slot = match name.as_str() {
                 "SAMLRequest" | "SAMLResponse" => {
                     if message.is_some() {
-                        return Err(if message.is_some_and(|(r, _)| r == (name == "SAMLRequest"))
-                        {
-                            LogoutError::DuplicateParameter
-                        } else {
-                            LogoutError::NoMessage
-                        });
+                        return Err(
+                            if message.is_some_and(|(r, _)| r == (name == "SAMLRequest")) {
+                                LogoutError::DuplicateParameter
+                            } else {
+                                LogoutError::NoMessage
+                            },
+                        );
                     }
                     message = Some((name == "SAMLRequest", raw));
                     continue;
@@ -504,7 +503,10 @@ impl Saml {
         relay_state: Option<String>,
         query_signature: Option<QuerySignature>,
     ) -> Result<SloMessage, LogoutError> {
-        if relay_state.as_ref().is_some_and(|r| r.len() > MAX_RELAY_STATE) {
+        if relay_state
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_RELAY_STATE)
+        {
             return Err(LogoutError::TooLarge);
         }
         let limits = logout_limits(&self.policy.limits);
@@ -532,10 +534,7 @@ impl Saml {
     fn verified_logout_xml(&self, msg: &SloMessage) -> Result<String, LogoutError> {
         match msg.binding {
             SloBinding::Redirect => {
-                let qs = msg
-                    .query_signature
-                    .as_ref()
-                    .ok_or(LogoutError::Unsigned)?;
+                let qs = msg.query_signature.as_ref().ok_or(LogoutError::Unsigned)?;
                 let alg = algorithm_of(&qs.sig_alg, &self.policy.allowed_algorithms)
                     .ok_or(LogoutError::Algorithm)?;
                 let ok = self.idp.signing_certs.iter().any(|cert| {
