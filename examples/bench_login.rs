@@ -23,7 +23,12 @@ async fn main() {
     match args[1].as_str() {
         "idp" => {
             let idp = TestIdp::generate(ENTITY).unwrap();
-            std::fs::write(dir.join("idp.xml"), idp.metadata_xml("https://bench-idp.test/sso", None).unwrap()).unwrap();
+            std::fs::write(
+                dir.join("idp.xml"),
+                idp.metadata_xml("https://bench-idp.test/sso", None)
+                    .unwrap(),
+            )
+            .unwrap();
             std::fs::write(dir.join("idp-key.pem"), idp.key_pem().unwrap()).unwrap();
             std::fs::write(dir.join("idp-cert.pem"), idp.cert_pem().unwrap()).unwrap();
         }
@@ -37,16 +42,35 @@ async fn main() {
             .unwrap();
             let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             let resp = client
-                .request(http::Request::get(format!("{base}/saml/login?return_to=/")).body(Full::new(Bytes::new())).unwrap())
+                .request(
+                    http::Request::get(format!("{base}/saml/login?return_to=/"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             let location = resp.headers()["location"].to_str().unwrap().to_string();
-            let binding = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+            let binding = resp.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
             let url = url::Url::parse(&location).unwrap();
-            let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned()).unwrap();
-            let raw = base64::engine::general_purpose::STANDARD.decode(q("SAMLRequest")).unwrap();
+            let q = |k: &str| {
+                url.query_pairs()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap()
+            };
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(q("SAMLRequest"))
+                .unwrap();
             let mut xml = String::new();
-            flate2::read::DeflateDecoder::new(&raw[..]).read_to_string(&mut xml).unwrap();
+            flate2::read::DeflateDecoder::new(&raw[..])
+                .read_to_string(&mut xml)
+                .unwrap();
             let i = xml.find(" ID=\"").unwrap() + 5;
             let id = &xml[i..i + xml[i..].find('"').unwrap()];
             let spec = ResponseSpec {

@@ -2,7 +2,7 @@
 //! request pipeline read top to bottom. Errors become responses in one place and are logged
 //! once, here, with one access-log line per request.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -18,15 +18,16 @@ use sha2::{Digest, Sha256};
 
 use crate::access;
 use crate::body::{Body, empty, full};
-use crate::config::{Config, PathPattern, StoreKind};
+use crate::config::{Config, IdpMetadataSource, PathPattern, StoreKind};
 use crate::error::Error;
 use crate::headers::{self, IdentityHeaders};
 use crate::identity::Identity;
 use crate::jwt::Signer;
 use crate::provision::{ProvisionError, Provisioner};
 use crate::proxy::{Peer, Proxy};
-use crate::saml::{self, Saml, Verified};
-use crate::session::{PendingLogin, Session, Sessions};
+use crate::saml::fetch::{MetadataFetcher, RefreshError};
+use crate::saml::{self, LogoutError, Saml, SloMessage, Verified};
+use crate::session::{PendingLogin, PendingLogout, Session, Sessions};
 use crate::telemetry::Metrics;
 
 /// `X-Request-Id`
@@ -58,6 +59,10 @@ pub enum StartError {
     /// The SAML SP could not be set up (IdP metadata, SP keys).
     #[error(transparent)]
     Saml(#[from] saml::SetupError),
+    /// The metadata fetched from `saml.idp_metadata_url` was refused and no backup copy is
+    /// usable (S1: never start without an IdP signing key).
+    #[error("saml.idp_metadata_url: {0}")]
+    IdpMetadata(String),
     /// The session store could not be set up.
     #[error("session: {0}")]
     Session(#[from] crate::session::Error),
@@ -82,7 +87,14 @@ pub struct App {
     /// `[headers.jwt]`: the identity-JWT signer, when configured.
     jwt: Option<Signer>,
     access: access::Policy,
-    saml: Arc<Saml>,
+    /// The SP with the IdP metadata in force: swapped by a metadata refresh, read once per
+    /// SAML request (the lock is never held across `.await`). `None` until URL metadata is
+    /// first loaded.
+    saml: RwLock<Option<Arc<Saml>>>,
+    /// Our SP metadata (independent of the IdP's).
+    sp_metadata: String,
+    /// Fetches `saml.idp_metadata_url` (none for a metadata file).
+    metadata_fetcher: Option<MetadataFetcher>,
     sessions: Sessions,
     provisioner: Option<Provisioner>,
     /// Request metrics.
@@ -114,7 +126,17 @@ impl App {
         let proxy = Proxy::new(&config.upstream, &config.server.trusted_proxies)?;
         let identity_headers = IdentityHeaders::new(&config.headers)?;
         let jwt = config.headers.jwt.as_ref().map(Signer::new).transpose()?;
-        let saml = Arc::new(Saml::from_config(&config.saml)?);
+        let sp_metadata = saml::sp_metadata_from_config(&config.saml)?;
+        let (saml, metadata_fetcher) = match &config.saml.idp_metadata {
+            IdpMetadataSource::File(_) => (Some(Arc::new(Saml::from_config(&config.saml)?)), None),
+            IdpMetadataSource::Url {
+                url, backup_file, ..
+            } => {
+                let fetcher = MetadataFetcher::new(url.clone(), backup_file.clone());
+                let saml = initial_metadata(&config, &fetcher).await?;
+                (saml.map(Arc::new), Some(fetcher))
+            }
+        };
         let sessions = Sessions::new(&config.session, config.server.public_https).await?;
         sessions.register(&mut registry);
         let provisioner = match &config.provisioning {
@@ -143,13 +165,15 @@ impl App {
             "Time to verify a SAML response (parse, signature, checks)",
             saml_verify_seconds.clone(),
         );
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             public_paths: config.upstream.public_paths.clone(),
             access: access::Policy::new(&config.access),
             proxy,
             identity_headers,
             jwt,
-            saml,
+            saml: RwLock::new(saml),
+            sp_metadata,
+            metadata_fetcher,
             sessions,
             provisioner,
             metrics,
@@ -158,7 +182,11 @@ impl App {
             registry,
             untrusted_warned: std::sync::atomic::AtomicBool::new(false),
             config,
-        }))
+        });
+        if let IdpMetadataSource::Url { refresh, .. } = &app.config.saml.idp_metadata {
+            spawn_metadata_refresher(Arc::downgrade(&app), *refresh);
+        }
+        Ok(app)
     }
 
     /// The session layer (tests and the demo use it).
@@ -166,9 +194,42 @@ impl App {
         &self.sessions
     }
 
-    /// The SAML SP (tests and the demo use it).
-    pub fn saml(&self) -> &Saml {
-        &self.saml
+    /// The SAML SP with the IdP metadata in force (`None` until URL metadata is loaded).
+    pub fn saml(&self) -> Option<Arc<Saml>> {
+        self.saml
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The SP for one SAML request, or 503 while no IdP metadata is loaded.
+    fn current_saml(&self) -> Result<Arc<Saml>, Error> {
+        self.saml().ok_or_else(|| Error::Unavailable {
+            what: "identity provider",
+            detail: "IdP metadata not loaded yet".into(),
+        })
+    }
+
+    /// Fetches `saml.idp_metadata_url` now and, when the metadata is acceptable (a signing
+    /// certificate, S1; `validUntil` not passed; an SSO endpoint), puts it in force and writes
+    /// the backup copy. A refused or unreachable copy leaves the metadata in force untouched.
+    /// The background refresher calls this every `idp_metadata_refresh`; tests call it directly.
+    pub async fn refresh_idp_metadata(&self) -> Result<(), RefreshError> {
+        let Some(fetcher) = &self.metadata_fetcher else {
+            return Ok(());
+        };
+        let xml = fetcher.fetch().await?;
+        let saml = saml::fetch::build_checked(&self.config.saml, &xml, chrono::Utc::now())?;
+        let certs = saml.idp().signing_certs.len();
+        *self
+            .saml
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(saml));
+        if let Err(e) = fetcher.write_backup(&xml) {
+            tracing::warn!(error = %e, "could not write saml.idp_metadata_backup_file");
+        }
+        tracing::info!(signing_certs = certs, "IdP metadata refreshed");
+        Ok(())
     }
 
     /// The gateway listener's entry point: never fails, always answers.
@@ -337,7 +398,7 @@ impl App {
     // -----------------------------------------------------------------------------------------
 
     fn metadata(&self) -> Response<Body> {
-        let mut resp = Response::new(full(self.saml.metadata_xml().to_string()));
+        let mut resp = Response::new(full(self.sp_metadata.clone()));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/samlmetadata+xml"),
@@ -362,7 +423,7 @@ impl App {
             .await
             .map_err(session_error)?;
         let login = self
-            .saml
+            .current_saml()?
             .login_request_with_id(request_id, &token)
             .map_err(|e| Error::Unavailable {
                 what: "identity provider",
@@ -488,7 +549,7 @@ impl App {
         saml_response: &str,
         pending: Option<String>,
     ) -> Result<Verified, Error> {
-        let saml = self.saml.clone();
+        let saml = self.current_saml()?;
         let form_value = saml_response.to_string();
         let started = Instant::now();
         let task = tokio::task::spawn_blocking(move || {
@@ -576,22 +637,208 @@ impl App {
         })
     }
 
-    /// Ends the local session. (Single logout with the IdP arrives with `saml::logout`.)
+    /// `/saml/logout`: (a) the IdP's LogoutRequest (`SAMLRequest`) ends every session of its
+    /// NameID and is answered with a LogoutResponse redirect; (b) the IdP's LogoutResponse
+    /// (`SAMLResponse`) to ours lands on the signed-out page; (c) otherwise the user is signing
+    /// out: the local session ends first, then, when the IdP has an SLO endpoint, 302 to it with
+    /// our LogoutRequest. Redirect binding on GET, POST binding on POST.
     async fn logout(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-        let session = self.load_session(req.headers()).await?;
-        let mut resp = crate::pages::page(StatusCode::OK, "Signed out", "You are signed out.", "-");
-        match session {
-            Some(s) => {
-                let clear = self.sessions.destroy(&s).await.map_err(session_error)?;
-                tracing::info!(target: "audit", event = "logout", user = %s.identity.subject, session = %s.id.fingerprint(), "signed out");
-                resp.headers_mut().append(header::SET_COOKIE, clear);
+        let (parts, body) = req.into_parts();
+        let received = if parts.method == Method::POST {
+            let form = read_form(body, saml::logout::MAX_LOGOUT_PARAM + 16 * 1024).await?;
+            let relay = form.get("RelayState").map(String::as_str);
+            match (form.get("SAMLRequest"), form.get("SAMLResponse")) {
+                (None, None) => None,
+                (Some(v), None) => Some(Received::Post(true, v.clone(), relay.map(str::to_string))),
+                (None, Some(v)) => {
+                    Some(Received::Post(false, v.clone(), relay.map(str::to_string)))
+                }
+                (Some(_), Some(_)) => return Err(logout_refused(&LogoutError::NoMessage)),
             }
-            None => {
-                resp.headers_mut()
-                    .append(header::SET_COOKIE, self.sessions.removal_cookie());
+        } else {
+            let query = parts.uri.query().unwrap_or("");
+            let has = |k: &str| query_param(Some(query), k).is_some();
+            (has("SAMLRequest") || has("SAMLResponse"))
+                .then(|| Received::Redirect(query.to_string()))
+        };
+        let Some(received) = received else {
+            return self.sign_out(&parts.headers).await;
+        };
+        let saml = self.current_saml()?;
+        let msg = match &received {
+            Received::Redirect(query) => saml.read_logout_redirect(query),
+            Received::Post(is_request, value, relay) => {
+                saml.read_logout_post(*is_request, value, relay.as_deref())
             }
         }
+        .map_err(|e| logout_refused(&e))?;
+        if msg.is_request() {
+            self.idp_logout(saml, msg).await
+        } else {
+            self.logout_answered(saml, msg).await
+        }
+    }
+
+    /// (c) The user signs out: local session first (always), then SAML single logout.
+    async fn sign_out(&self, headers: &HeaderMap) -> Result<Response<Body>, Error> {
+        let Some(session) = self.load_session(headers).await? else {
+            let mut resp = signed_out_page("You are signed out.");
+            resp.headers_mut()
+                .append(header::SET_COOKIE, self.sessions.removal_cookie());
+            return Ok(resp);
+        };
+        let clear = self
+            .sessions
+            .destroy(&session)
+            .await
+            .map_err(session_error)?;
+        tracing::info!(target: "audit", event = "logout", user = %session.identity.subject,
+            session = %session.id.fingerprint(), "signed out");
+        let mut resp = match self.slo_redirect(&session.identity).await {
+            Some(url) => redirect(StatusCode::FOUND, &url),
+            None => signed_out_page("You are signed out."),
+        };
+        resp.headers_mut().append(header::SET_COOKIE, clear);
         Ok(resp)
+    }
+
+    /// Our LogoutRequest for `identity`, kept as a pending logout under a RelayState token;
+    /// `None` (logged) when the IdP has no SLO endpoint, the session has no NameID, or the
+    /// store or signing failed — the local session has ended either way.
+    async fn slo_redirect(&self, identity: &Identity) -> Option<String> {
+        let saml = self.saml()?;
+        saml.idp().slo_redirect.as_ref()?;
+        if identity.subject.is_empty() {
+            return None;
+        }
+        let request_id = saml::request_id();
+        let pending = PendingLogout {
+            request_id: request_id.clone(),
+        };
+        let token = match self
+            .sessions
+            .begin_logout(pending, self.config.saml.login_timeout)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "single logout skipped: pending logout not stored");
+                return None;
+            }
+        };
+        match saml.logout_request(
+            &request_id,
+            &identity.subject,
+            identity.name_id_format.as_deref(),
+            identity.session_index.as_deref(),
+            &token,
+            chrono::Utc::now(),
+        ) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %e, "single logout skipped: LogoutRequest not built");
+                None
+            }
+        }
+    }
+
+    /// (a) The IdP's LogoutRequest: verify → once only → end the NameID's sessions → 302 to
+    /// the IdP with our LogoutResponse (PartialLogout when the store failed).
+    async fn idp_logout(&self, saml: Arc<Saml>, msg: SloMessage) -> Result<Response<Body>, Error> {
+        let verifier = saml.clone();
+        let verified = blocking(move || verifier.verify_logout_request(&msg, chrono::Utc::now()))
+            .await
+            .map_err(|why| Error::LogoutRefused {
+                detail: format!("LogoutRequest verification {why}"),
+            })?
+            .map_err(|e| logout_refused(&e))?;
+        // A LogoutRequest is acted on once (it could otherwise end a later session again).
+        let ttl = self.config.saml.max_issue_age + self.config.saml.clock_skew * 2;
+        let key = format!("logout:{}:{}", saml.idp().entity_id, verified.id);
+        if !self
+            .sessions
+            .claim_once(&key, ttl)
+            .await
+            .map_err(session_error)?
+        {
+            return Err(Error::LogoutRefused {
+                detail: "replayed LogoutRequest".into(),
+            });
+        }
+        let mut ended = 0;
+        let mut partial = false;
+        let indexes: Vec<Option<&str>> = if verified.session_indexes.is_empty() {
+            vec![None]
+        } else {
+            verified
+                .session_indexes
+                .iter()
+                .map(|s| Some(s.as_str()))
+                .collect()
+        };
+        for index in indexes {
+            match self
+                .sessions
+                .destroy_by_subject(&verified.name_id, index)
+                .await
+            {
+                Ok(n) => ended += n,
+                Err(e) => {
+                    tracing::error!(error = %e, "IdP-initiated logout: sessions not all ended");
+                    partial = true;
+                }
+            }
+        }
+        tracing::info!(target: "audit", event = "idp_logout", user = %verified.name_id,
+            sessions = ended, partial, "signed out by the IdP");
+        match saml.logout_response(
+            &verified.id,
+            partial,
+            verified.relay_state.as_deref(),
+            chrono::Utc::now(),
+        ) {
+            Ok(Some(url)) => Ok(redirect(StatusCode::FOUND, &url)),
+            Ok(None) => Ok(signed_out_page("You are signed out.")),
+            Err(e) => Err(Error::Unavailable {
+                what: "identity provider",
+                detail: format!("LogoutResponse not built: {e}"),
+            }),
+        }
+    }
+
+    /// (b) The IdP's LogoutResponse to our LogoutRequest (named by the RelayState token).
+    async fn logout_answered(
+        &self,
+        saml: Arc<Saml>,
+        msg: SloMessage,
+    ) -> Result<Response<Body>, Error> {
+        let token = msg.relay_state().unwrap_or("").to_string();
+        let pending = self
+            .sessions
+            .take_logout(&token)
+            .await
+            .map_err(session_error)?;
+        let verified = blocking(move || {
+            saml.verify_logout_response(
+                &msg,
+                pending.as_ref().map(|p| p.request_id.as_str()),
+                chrono::Utc::now(),
+            )
+        })
+        .await
+        .map_err(|why| Error::LogoutRefused {
+            detail: format!("LogoutResponse verification {why}"),
+        })?;
+        match verified {
+            Ok(_) => Ok(signed_out_page("You are signed out.")),
+            Err(LogoutError::Status { code }) => {
+                tracing::warn!(status = %code, "the IdP did not end its session");
+                Ok(signed_out_page(
+                    "You are signed out here, but the identity provider reported that it could not end its own session. Close the browser to be sure.",
+                ))
+            }
+            Err(e) => Err(logout_refused(&e)),
+        }
     }
 
     /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 202 (200
@@ -838,11 +1085,138 @@ impl App {
     /// What keeps the gateway from serving logins; empty when ready.
     async fn readiness(&self) -> Vec<&'static str> {
         let mut problems = Vec::new();
+        match self.saml() {
+            None => problems.push("IdP metadata not loaded"),
+            // The last good copy of URL metadata stays in use past its validUntil (logins keep
+            // working), but the instance reports not ready so that someone looks.
+            Some(saml)
+                if self.metadata_fetcher.is_some()
+                    && saml.idp().check_valid_at(chrono::Utc::now()).is_err() =>
+            {
+                problems.push("IdP metadata expired (validUntil passed)")
+            }
+            Some(_) => {}
+        }
         if !self.sessions.ready().await {
             problems.push("session store not answering");
         }
         problems
     }
+}
+
+/// A logout message as it arrived, before decoding.
+enum Received {
+    /// The raw query string (HTTP-Redirect).
+    Redirect(String),
+    /// (is a LogoutRequest, the form value, RelayState) (HTTP-POST).
+    Post(bool, String, Option<String>),
+}
+
+fn logout_refused(e: &LogoutError) -> Error {
+    Error::LogoutRefused {
+        detail: e.to_string(),
+    }
+}
+
+fn signed_out_page(text: &str) -> Response<Body> {
+    let mut resp = crate::pages::page(StatusCode::OK, "Signed out", text, "-");
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Runs CPU-bound SAML work (xmlsec is C) off the async threads, with a panic guard and a
+/// time limit (S12).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, &'static str> {
+    let task = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    });
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Err(_) => Err("timeout"),
+        Ok(Err(_)) | Ok(Ok(Err(_))) => Err("panic"),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}
+
+/// The IdP metadata at start-up from `saml.idp_metadata_url`: the fetched copy when it is
+/// acceptable (and then written to the backup file), else the backup copy, else `None` (the
+/// gateway starts not ready and the refresher keeps trying). Refused content with no usable
+/// backup stops the start (S1).
+async fn initial_metadata(
+    config: &Config,
+    fetcher: &MetadataFetcher,
+) -> Result<Option<Saml>, StartError> {
+    let refused = match fetcher.fetch().await {
+        Ok(xml) => match saml::fetch::build_checked(&config.saml, &xml, chrono::Utc::now()) {
+            Ok(saml) => {
+                if let Err(e) = fetcher.write_backup(&xml) {
+                    tracing::warn!(error = %e, "could not write saml.idp_metadata_backup_file");
+                }
+                return Ok(Some(saml));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fetched IdP metadata refused; trying the backup copy");
+                Some(e.to_string())
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "IdP metadata URL unreachable; trying the backup copy");
+            None
+        }
+    };
+    let from_backup = match fetcher.read_backup() {
+        // The last good copy is used even past its validUntil; /readyz reports it.
+        Some(Ok(xml)) => match Saml::from_config_with_metadata(&config.saml, &xml) {
+            Ok(saml) => {
+                tracing::warn!("using the backup copy of the IdP metadata");
+                Some(saml)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "backup copy of the IdP metadata refused");
+                None
+            }
+        },
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot read saml.idp_metadata_backup_file");
+            None
+        }
+        None => None,
+    };
+    match (from_backup, refused) {
+        (Some(saml), _) => Ok(Some(saml)),
+        (None, Some(why)) => Err(StartError::IdpMetadata(why)),
+        (None, None) => {
+            tracing::error!("no IdP metadata yet: not ready until the URL answers");
+            Ok(None)
+        }
+    }
+}
+
+/// Refreshes URL metadata every `refresh` (every 10 s at most while none is loaded) for as
+/// long as the app lives.
+fn spawn_metadata_refresher(app: Weak<App>, refresh: Duration) {
+    tokio::spawn(async move {
+        loop {
+            let loaded = match app.upgrade() {
+                Some(a) => a.saml().is_some(),
+                None => return,
+            };
+            let delay = if loaded {
+                refresh
+            } else {
+                refresh.min(Duration::from_secs(10))
+            };
+            tokio::time::sleep(delay).await;
+            let Some(app) = app.upgrade() else {
+                return;
+            };
+            if let Err(e) = app.refresh_idp_metadata().await {
+                tracing::warn!(error = %e, "IdP metadata refresh failed; the previous metadata stays in force");
+            }
+        }
+    });
 }
 
 async fn redis_manager(config: &Config) -> Result<redis::aio::ConnectionManager, StartError> {
@@ -1012,6 +1386,7 @@ fn log_error(err: &Error, request_id: &str) {
         }
         Error::Denied(_)
         | Error::LoginRefused { .. }
+        | Error::LogoutRefused { .. }
         | Error::BadRequest(_)
         | Error::PayloadTooLarge => {
             tracing::warn!(request_id, error = %err, "request refused")
@@ -1046,10 +1421,19 @@ pub fn validate(config: &Config) -> Vec<String> {
     {
         problems.push(e.to_string());
     }
-    if let crate::config::IdpMetadataSource::File(_) = &config.saml.idp_metadata
-        && let Err(e) = Saml::from_config(&config.saml)
-    {
-        problems.push(e.to_string());
+    match &config.saml.idp_metadata {
+        IdpMetadataSource::File(_) => {
+            if let Err(e) = Saml::from_config(&config.saml) {
+                problems.push(e.to_string());
+            }
+        }
+        // The URL is parsed by the config, not fetched here (`serve` fetches it); the SP
+        // certificate is still read.
+        IdpMetadataSource::Url { .. } => {
+            if let Err(e) = saml::sp_metadata_from_config(&config.saml) {
+                problems.push(e.to_string());
+            }
+        }
     }
     problems
 }

@@ -28,6 +28,13 @@ pub enum Error {
         /// What the log line carries (precise, never a secret or the raw assertion).
         detail: String,
     },
+    /// A single-logout message (LogoutRequest/LogoutResponse) that was refused; `detail`
+    /// is only logged.
+    #[error("logout message refused: {detail}")]
+    LogoutRefused {
+        /// Logged cause (never the message itself).
+        detail: String,
+    },
     /// A dependency (session store, admin API, IdP metadata) is down; retry later.
     #[error("{what} unavailable: {detail}")]
     Unavailable {
@@ -58,7 +65,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Error::Denied(_) | Error::LoginRefused { .. } => StatusCode::FORBIDDEN,
+            Error::Denied(_) | Error::LoginRefused { .. } | Error::LogoutRefused { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Upstream(ProxyError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Error::Upstream(ProxyError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
@@ -106,6 +115,12 @@ impl Error {
             Error::LoginRefused { reason, .. } => {
                 pages::page(status, "Sign-in refused", &reason, request_id)
             }
+            Error::LogoutRefused { .. } => pages::page(
+                status,
+                "Sign-out refused",
+                "The sign-out message from the identity provider was not accepted.",
+                request_id,
+            ),
             Error::Unavailable { what, .. } => pages::page(
                 status,
                 "Temporarily unavailable",

@@ -64,6 +64,11 @@ fn check(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let problems = samlgate::app::validate(&config);
+    if let samlgate::config::IdpMetadataSource::Url { .. } = &config.saml.idp_metadata {
+        eprintln!(
+            "note: saml.idp_metadata_url is parsed, not fetched, by check; serve fetches it (and refuses metadata without a signing certificate)"
+        );
+    }
     if problems.is_empty() {
         println!("config ok");
         ExitCode::SUCCESS
@@ -81,9 +86,11 @@ fn metadata(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match samlgate::saml::Saml::from_config(&config.saml) {
-        Ok(saml) => {
-            println!("{}", saml.metadata_xml());
+    // Our metadata depends only on our own config, so it prints without the IdP's (a
+    // metadata URL is not fetched).
+    match samlgate::saml::sp_metadata_from_config(&config.saml) {
+        Ok(xml) => {
+            println!("{xml}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -380,7 +380,9 @@ async fn oversized_request_head_is_refused() {
 }
 
 /// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
-fn localhost_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, openssl::x509::X509) {
+fn localhost_cert(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, openssl::x509::X509) {
     use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let mut name = x509::X509NameBuilder::new().unwrap();
@@ -391,9 +393,14 @@ fn localhost_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Path
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-    let san = x509::extension::SubjectAlternativeName::new().dns("localhost").build(&b.x509v3_context(None, None)).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    let san = x509::extension::SubjectAlternativeName::new()
+        .dns("localhost")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
     b.append_extension(san).unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     let cert = b.build();
@@ -407,25 +414,43 @@ fn localhost_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Path
 async fn https_upstream_with_a_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = localhost_cert(dir.path());
-    let acceptor = samlgate::server::tls_acceptor(&samlgate::config::TlsConfig { cert_file: cert.clone(), key_file: key }).unwrap();
+    let acceptor = samlgate::server::tls_acceptor(&samlgate::config::TlsConfig {
+        cert_file: cert.clone(),
+        key_file: key,
+    })
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(format!("tls upstream saw {}", req.uri().path())))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(format!("tls upstream saw {}", req.uri().path())),
+                        )))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
             });
         }
     });
     let upstream = format!("https://localhost:{port}");
-    let with_ca = gateway::toml("{public_url}", &upstream, gateway::Opts { upstream: &format!("ca_file = \"{}\"", cert.display()), ..Default::default() });
+    let with_ca = gateway::toml(
+        "{public_url}",
+        &upstream,
+        gateway::Opts {
+            upstream: &format!("ca_file = \"{}\"", cert.display()),
+            ..Default::default()
+        },
+    );
     let gw = gateway::start_toml(&with_ca).await;
     let (resp, body) = get(&format!("{}/static/secure", gw.public_url), &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);

@@ -53,7 +53,7 @@ async fn sessions_logins_and_replay_cache_are_shared() {
             .await
             .0
             .status(),
-        200
+        302, // to the IdP's SLO endpoint with our LogoutRequest
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut kept2 = kept.clone();

@@ -125,6 +125,9 @@ pub enum HardenError {
     /// The root is not a `samlp:Response`, or a Response is nested somewhere.
     #[error("the document is not a single samlp:Response")]
     NotAResponse,
+    /// The root is not a `samlp:LogoutRequest` or `samlp:LogoutResponse`.
+    #[error("the document is not a single LogoutRequest or LogoutResponse")]
+    NotALogoutMessage,
     /// Not exactly one Assertion/EncryptedAssertion as a direct child of the Response.
     #[error("expected exactly one Assertion or EncryptedAssertion, found {found}")]
     AssertionCount {
@@ -564,6 +567,71 @@ pub fn inspect_document(
         }
     }
     Ok(inspected)
+}
+
+/// What the strict parse learned about a LogoutRequest or LogoutResponse (SAML core §3.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectedLogout {
+    /// The message's `ID`.
+    pub id: String,
+    /// `true` for a LogoutRequest, `false` for a LogoutResponse.
+    pub is_request: bool,
+    /// The message carries an enveloped Signature (a direct child of the root, `#ID`).
+    pub signed: bool,
+}
+
+/// The strict inspection of a decoded LogoutRequest/LogoutResponse: the node checks of
+/// `inspect` (size, DTD, PI, IDs, markup in text), the root is `samlp:LogoutRequest` or
+/// `samlp:LogoutResponse`, no Assertion anywhere, at most one Signature and only as a direct
+/// child of the root referencing it, the same transform/algorithm allow-lists, no indirection.
+pub fn inspect_logout(
+    doc: &Document<'_>,
+    text: &str,
+    policy: &StructurePolicy<'_>,
+) -> Result<InspectedLogout, HardenError> {
+    check_nodes(doc, text, policy.limits)?;
+    let root = doc.root_element();
+    let is_request = if is(root, NS_SAMLP, "LogoutRequest") {
+        true
+    } else if is(root, NS_SAMLP, "LogoutResponse") {
+        false
+    } else {
+        return Err(HardenError::NotALogoutMessage);
+    };
+    let id = root
+        .attribute("ID")
+        .ok_or(HardenError::InvalidId)?
+        .to_string();
+    let mut signed = false;
+    for node in root.descendants().filter(|n| n.is_element()) {
+        let local = node.tag_name().name();
+        if matches!(
+            local,
+            "Assertion" | "EncryptedAssertion" | "LogoutRequest" | "LogoutResponse"
+        ) && node != root
+        {
+            return Err(HardenError::AssertionMisplaced);
+        }
+        if node.tag_name().namespace() != Some(NS_DS) {
+            continue;
+        }
+        match local {
+            "Object" | "Manifest" | "RetrievalMethod" => return Err(HardenError::Indirection),
+            "Signature" => {
+                if node.parent_element() != Some(root) || signed {
+                    return Err(HardenError::SignatureMisplaced);
+                }
+                check_signature(node, root, true, None, policy)?;
+                signed = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(InspectedLogout {
+        id,
+        is_request,
+        signed,
+    })
 }
 
 /// One Signature: SAML core §5.4 profile of XML-DSig.

@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
 use openssl::x509::X509;
 use roxmltree::{Document, Node, ParsingOptions};
 
@@ -25,6 +26,12 @@ pub enum MetadataError {
     /// No `md:EntityDescriptor` with an `md:IDPSSODescriptor`, or several.
     #[error("IdP metadata must describe exactly one entity with an IDPSSODescriptor (found {0})")]
     NoIdp(usize),
+    /// A `validUntil` that is not an xs:dateTime.
+    #[error("IdP metadata has a malformed validUntil")]
+    BadValidUntil,
+    /// The metadata's `validUntil` has passed (SAML metadata §2.3.1).
+    #[error("IdP metadata expired (validUntil {0})")]
+    Expired(DateTime<Utc>),
     /// The EntityDescriptor has no entityID.
     #[error("IdP metadata has no entityID")]
     NoEntityId,
@@ -50,8 +57,13 @@ pub struct IdpMetadata {
     pub sso_redirect: Option<String>,
     /// SingleLogoutService with the HTTP-Redirect binding.
     pub slo_redirect: Option<String>,
+    /// `ResponseLocation` of the HTTP-Redirect SingleLogoutService, when it differs from its
+    /// `Location` (SAML metadata §2.2.2): where LogoutResponses go.
+    pub slo_redirect_response: Option<String>,
     /// SingleLogoutService with the HTTP-POST binding.
     pub slo_post: Option<String>,
+    /// The earliest `validUntil` of the IDPSSODescriptor and its enclosing descriptors.
+    pub valid_until: Option<DateTime<Utc>>,
     /// Every signing certificate (DER), in document order: all are accepted, for key rollover.
     pub signing_certs: Vec<Vec<u8>>,
 }
@@ -91,13 +103,26 @@ impl IdpMetadata {
             .ok_or(MetadataError::NoEntityId)?
             .to_string();
 
-        let endpoint = |kind: &str, binding: &str| {
+        let endpoint_attr = |kind: &str, binding: &str, attr: &str| {
             idp.children()
                 .filter(|c| is_md(*c, kind))
                 .find(|c| c.attribute("Binding") == Some(binding))
-                .and_then(|c| c.attribute("Location"))
+                .and_then(|c| c.attribute(attr))
                 .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
         };
+        let endpoint = |kind: &str, binding: &str| endpoint_attr(kind, binding, "Location");
+
+        // SAML metadata §2.3.1: validUntil applies to the element and everything inside it.
+        let mut valid_until: Option<DateTime<Utc>> = None;
+        for node in idp.ancestors().filter(|n| n.is_element()) {
+            if let Some(v) = node.attribute("validUntil") {
+                let t = DateTime::parse_from_rfc3339(v.trim())
+                    .map_err(|_| MetadataError::BadValidUntil)?
+                    .with_timezone(&Utc);
+                valid_until = Some(valid_until.map_or(t, |u| u.min(t)));
+            }
+        }
 
         let mut signing_certs = Vec::new();
         for kd in idp.children().filter(|c| is_md(*c, "KeyDescriptor")) {
@@ -133,9 +158,30 @@ impl IdpMetadata {
             entity_id,
             sso_redirect: endpoint("SingleSignOnService", BINDING_REDIRECT),
             slo_redirect: endpoint("SingleLogoutService", BINDING_REDIRECT),
+            slo_redirect_response: endpoint_attr(
+                "SingleLogoutService",
+                BINDING_REDIRECT,
+                "ResponseLocation",
+            ),
             slo_post: endpoint("SingleLogoutService", BINDING_POST),
+            valid_until,
             signing_certs,
         })
+    }
+
+    /// Refuses metadata whose `validUntil` has passed at `now` (SAML metadata §2.3.1).
+    pub fn check_valid_at(&self, now: DateTime<Utc>) -> Result<(), MetadataError> {
+        match self.valid_until {
+            Some(t) if now >= t => Err(MetadataError::Expired(t)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where LogoutResponses go (HTTP-Redirect): `ResponseLocation`, else `Location`.
+    pub fn slo_response_redirect(&self) -> Option<&str> {
+        self.slo_redirect_response
+            .as_deref()
+            .or(self.slo_redirect.as_deref())
     }
 }
 

@@ -8,7 +8,9 @@
 //! (S5, S6, S9). Every field is read by us, with roxmltree, from the XML that xmlsec verified
 //! (never from the unsigned rest of the message), so all decisions rest on signed content.
 
+pub mod fetch;
 pub mod harden;
+pub mod logout;
 pub mod metadata;
 
 mod decrypt;
@@ -29,6 +31,7 @@ use samael::crypto::{
 use crate::config::{AttributeMap, IdpMetadataSource, SamlConfig, SignatureAlgorithm};
 use crate::identity::Identity;
 use harden::{HardenError, Inspected, Limits, NS_SAML, NS_SAMLP, StructurePolicy};
+pub use logout::{IdpLogoutRequest, IdpLogoutResponse, LogoutError, SloBinding, SloMessage};
 pub use metadata::{IdpMetadata, MetadataError};
 pub use request::{LoginRequest, RequestError, request_id};
 
@@ -360,6 +363,27 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Our SP metadata for `[saml]` without the IdP's metadata (it depends only on our own
+/// entity ID, endpoints and certificate): served even before URL metadata is fetched.
+pub fn sp_metadata_from_config(cfg: &SamlConfig) -> Result<String, SetupError> {
+    let cert_der = cfg
+        .sp_cert_file
+        .as_deref()
+        .map(|p| {
+            let pem = read("saml.sp_cert_file", p)?;
+            X509::from_pem(&pem)
+                .and_then(|c| c.to_der())
+                .map_err(|_| SetupError::SpCert)
+        })
+        .transpose()?;
+    Ok(metadata::sp_metadata_xml(
+        &cfg.entity_id,
+        &cfg.acs_url,
+        &cfg.slo_url,
+        cert_der.as_deref(),
+    ))
 }
 
 impl Saml {

@@ -16,7 +16,7 @@ use super::metadata::BINDING_POST;
 use super::{Saml, xml_escape};
 
 /// RSA-SHA256 SigAlg URI (bindings §3.4.4.1).
-const SIG_ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+pub(super) const SIG_ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
 /// A login to start: remember `request_id` for this browser, send it to `redirect_url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct LoginRequest {
 }
 
 /// Why a login redirect could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequestError {
     /// The IdP metadata has no HTTP-Redirect SSO endpoint.
     #[error("the IdP has no HTTP-Redirect SingleSignOnService")]
@@ -51,7 +51,7 @@ pub fn request_id() -> String {
     s
 }
 
-fn encode(v: &str) -> String {
+pub(super) fn encode(v: &str) -> String {
     byte_serialize(v.as_bytes()).collect()
 }
 
@@ -99,18 +99,33 @@ pub(super) fn login_request_with_id(
     }
     xml.push_str("</samlp:AuthnRequest>");
 
+    Ok(LoginRequest {
+        request_id: id,
+        redirect_url: redirect_url(saml, sso, "SAMLRequest", &xml, relay_state)?,
+    })
+}
+
+/// The HTTP-Redirect binding URL of a message (bindings §3.4.4): `xml` deflated, base64'd and
+/// URL-encoded as `param` on `endpoint`, with `RelayState` when not empty; with an SP key,
+/// `SigAlg` and `Signature` over the octets `param=..&RelayState=..&SigAlg=..` exactly as they
+/// appear, URL-encoded, in the query string (§3.4.4.1).
+pub(super) fn redirect_url(
+    saml: &Saml,
+    endpoint: &str,
+    param: &str,
+    xml: &str,
+    relay_state: &str,
+) -> Result<String, RequestError> {
     let mut deflater = DeflateEncoder::new(Vec::new(), Compression::default());
     deflater
         .write_all(xml.as_bytes())
         .map_err(|_| RequestError::Encode)?;
     let deflated = deflater.finish().map_err(|_| RequestError::Encode)?;
-    let mut query = format!("SAMLRequest={}", encode(&STANDARD.encode(deflated)));
+    let mut query = format!("{param}={}", encode(&STANDARD.encode(deflated)));
     if !relay_state.is_empty() {
         query.push_str(&format!("&RelayState={}", encode(relay_state)));
     }
     if let Some(key) = &saml.sp_key {
-        // Bindings §3.4.4.1: sign the octets "SAMLRequest=..&RelayState=..&SigAlg=.." exactly
-        // as they appear, URL-encoded, in the query string.
         query.push_str(&format!("&SigAlg={}", encode(SIG_ALG_RSA_SHA256)));
         let mut signer =
             Signer::new(MessageDigest::sha256(), key).map_err(|_| RequestError::Encode)?;
@@ -120,9 +135,6 @@ pub(super) fn login_request_with_id(
         let sig = signer.sign_to_vec().map_err(|_| RequestError::Encode)?;
         query.push_str(&format!("&Signature={}", encode(&STANDARD.encode(sig))));
     }
-    let sep = if sso.contains('?') { '&' } else { '?' };
-    Ok(LoginRequest {
-        request_id: id,
-        redirect_url: format!("{sso}{sep}{query}"),
-    })
+    let sep = if endpoint.contains('?') { '&' } else { '?' };
+    Ok(format!("{endpoint}{sep}{query}"))
 }

@@ -158,6 +158,14 @@ pub struct PendingLogin {
     pub binding: String,
 }
 
+/// A LogoutRequest we sent to the IdP and whose LogoutResponse has not arrived, keyed by
+/// its RelayState token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogout {
+    /// The LogoutRequest ID the LogoutResponse must answer (InResponseTo).
+    pub request_id: String,
+}
+
 /// Proof of holding a lock; give it back to [`Sessions::unlock`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct LockToken(String);
@@ -421,14 +429,37 @@ impl Sessions {
     /// The pending login of `token`, removed as it is read: a second call gets `None`, on any
     /// replica. Tokens of the wrong shape are refused without a lookup.
     pub async fn take_login(&self, token: &str) -> Result<Option<PendingLogin>, Error> {
-        let well_formed = token.len() == TOKEN_LEN
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !well_formed {
+        if !well_formed_token(token) {
             return Ok(None);
         }
         let Some(value) = self.inner.store.getdel(&format!("login:{token}")).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&value).ok())
+    }
+
+    /// Keeps `pending` for `ttl` under a new random RelayState token, like
+    /// [`Sessions::begin_login`] but in its own key space.
+    pub async fn begin_logout(
+        &self,
+        pending: PendingLogout,
+        ttl: Duration,
+    ) -> Result<String, Error> {
+        let token = random_token::<32>();
+        let value = serde_json::to_vec(&pending).map_err(|source| Error::Encode { source })?;
+        self.inner
+            .store
+            .put(&format!("logout:{token}"), &value, ttl)
+            .await?;
+        Ok(token)
+    }
+
+    /// The pending logout of `token`, removed as it is read (single use, any replica).
+    pub async fn take_logout(&self, token: &str) -> Result<Option<PendingLogout>, Error> {
+        if !well_formed_token(token) {
+            return Ok(None);
+        }
+        let Some(value) = self.inner.store.getdel(&format!("logout:{token}")).await? else {
             return Ok(None);
         };
         Ok(serde_json::from_slice(&value).ok())
@@ -475,6 +506,14 @@ impl Sessions {
     pub fn removal_cookie(&self) -> http::HeaderValue {
         self.inner.cookie.removal()
     }
+}
+
+/// A RelayState token of the shape `random_token::<32>` makes.
+fn well_formed_token(token: &str) -> bool {
+    token.len() == TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn millis(d: Duration) -> u64 {
