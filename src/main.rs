@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the proxy allocates and frees many small buffers per request; glibc malloc showed
+/// up at ~6% of the gateway's CPU profile under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use samlgate::config::Config;
 
 #[derive(Parser)]
