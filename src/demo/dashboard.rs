@@ -104,6 +104,7 @@ impl DemoDashboard {
 
         out.push_str("<h2>Identity headers the dashboard received</h2><table id=\"identity-headers\"><tr><th>Header</th><th>Value</th></tr>");
         let mut others = String::new();
+        let mut identity = Vec::new();
         for (name, value) in headers {
             let value = String::from_utf8_lossy(value.as_bytes());
             let row = format!(
@@ -115,10 +116,14 @@ impl DemoDashboard {
                 .iter()
                 .any(|p| name.as_str().starts_with(p))
             {
-                out.push_str(&row);
+                identity.push((header_rank(name.as_str()), row));
             } else {
                 others.push_str(&row);
             }
+        }
+        identity.sort();
+        for (_, row) in identity {
+            out.push_str(&row);
         }
         out.push_str("</table>");
 
@@ -181,6 +186,21 @@ impl DemoDashboard {
 
 /// The CSP of the dashboard's page (form-action is added per request).
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
+
+/// Display order: the identity headers as the contract lists them, then the rest by name.
+fn header_rank(name: &str) -> (usize, String) {
+    const ORDER: &[&str] = &[
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-name",
+        "x-forwarded-groups",
+        "x-forwarded-workspace",
+        "x-forwarded-permission-set",
+        JWT_HEADER,
+    ];
+    let rank = ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len());
+    (rank, name.to_string())
+}
 
 /// `x-forwarded-user` → `X-Forwarded-User` for display.
 fn display_name(name: &str) -> String {
