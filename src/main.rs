@@ -141,6 +141,7 @@ fn demo(ports: DemoPorts) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let demo = samlgate::demo::start(ports).await?;
+            samlgate::telemetry::init_logging(&demo.running.app.config.log);
             println!("{}", demo.instructions());
             samlgate::server::shutdown_signal().await;
             println!("\nStopping the demo…");

@@ -244,3 +244,104 @@ fn nothing_but_the_demo_command_reaches_the_demo_code() {
         "serve() mentions the demo:\n{serve}"
     );
 }
+
+/// The value of `<input … name="{name}" value="…">` in a demo page.
+fn input_value(html: &str, name: &str) -> String {
+    let re = regex::Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
+    let raw = &re
+        .captures(html)
+        .unwrap_or_else(|| panic!("no {name} in\n{html}"))[1];
+    raw.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Signs in at the demo as `email` the way a browser would, without one: gateway → IdP form →
+/// signed response → ACS. Returns the ACS answer's status and the browser's cookies.
+async fn sign_in(
+    demo: &samlgate::demo::Demo,
+    email: &str,
+    groups: &str,
+) -> (u16, support::sso::Browser) {
+    let mut browser = support::sso::Browser::new();
+    let (resp, _) = browser.get(&format!("{}/", demo.gateway_url)).await;
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&format!("{}/sso?", demo.idp_url)));
+    let (_, form) = support::gateway::get(&location, &[]).await;
+    let form = String::from_utf8_lossy(&form).into_owned();
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("request_id", &input_value(&form, "request_id"))
+        .append_pair("relay_state", &input_value(&form, "relay_state"))
+        .append_pair("email", email)
+        .append_pair("first_name", "Test")
+        .append_pair("last_name", "User")
+        .append_pair("groups", groups)
+        .finish();
+    let (resp, page) = send(
+        Request::post(format!("{}/sso", demo.idp_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let page = String::from_utf8_lossy(&page).into_owned();
+    let acs_form: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("SAMLResponse", &input_value(&page, "SAMLResponse"))
+        .append_pair("RelayState", &input_value(&page, "RelayState"))
+        .finish();
+    let (resp, _) = send(
+        Request::post(format!("{}/saml/acs", demo.gateway_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", browser.cookie_header())
+            .body(Full::new(Bytes::from(acs_form)))
+            .unwrap(),
+    )
+    .await;
+    browser.absorb(resp.headers());
+    (resp.status().as_u16(), browser)
+}
+
+/// What the README's walk-through promises for the ready-made users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ready_made_users_behave_as_the_walk_through_says() {
+    let demo = start(any_ports()).await.unwrap();
+    let users = |d: &samlgate::demo::Demo| format!("{}/Users", d.scim_url);
+    let count = |v: &Value| v["totalResults"].as_u64().unwrap();
+    let (_, before) = scim("GET", &users(&demo), Some(&demo.scim_token), None).await;
+
+    // Dora already has an account: signed in, nothing created, her workspace from the dashboard.
+    let (status, mut browser) = sign_in(&demo, "dora@example.com", "admins").await;
+    assert_eq!(status, 303);
+    let (_, page) = browser.get(&format!("{}/", demo.gateway_url)).await;
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("X-Forwarded-Workspace</code></td><td><code>Demo<"),
+        "{page}"
+    );
+    let (_, after) = scim("GET", &users(&demo), Some(&demo.scim_token), None).await;
+    assert_eq!(count(&after), count(&before));
+
+    // Eve is deactivated: 403, no session.
+    let (status, browser) = sign_in(&demo, "eve@example.com", "").await;
+    assert_eq!(status, 403);
+    assert!(browser.get_cookie("samlgate").is_none());
+
+    // A new admin gets Operations / Admin, and the account is created once.
+    let (status, _) = sign_in(&demo, "new.admin@example.com", "admins, staff").await;
+    assert_eq!(status, 303);
+    let (_, after) = scim("GET", &users(&demo), Some(&demo.scim_token), None).await;
+    assert_eq!(count(&after), count(&before) + 1);
+    let created = after["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userName"] == "new.admin@example.com")
+        .unwrap();
+    assert_eq!(created["entitlements"][0]["value"], "Operations");
+    assert_eq!(created["roles"][0]["value"], "Admin");
+    demo.shutdown().await;
+}

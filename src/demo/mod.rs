@@ -226,7 +226,6 @@ pub async fn start(ports: DemoPorts) -> Result<Demo, DemoError> {
             return Err(e);
         }
     };
-    crate::telemetry::init_logging(&config.log);
 
     let store = scim::ScimStore::with_demo_accounts();
     let (stop, stop_rx) = watch::channel(false);
