@@ -11,7 +11,7 @@ demo:
 	./target/release/samlgate demo
 
 test:
-	bash scripts/install-deps.sh build test
+	bash scripts/install-deps.sh build test e2e
 	bash scripts/ensure-redis.sh
 	$(CARGO) test --locked --all-targets
 	sh scripts/saml-interop.sh

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use samlgate::config::Config;
+use samlgate::demo::DemoPorts;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A self-contained local demo: the gateway on http://127.0.0.1:8080 in front of a demo
+    /// dashboard, with a development IdP and an in-memory SCIM admin API (loopback only).
+    Demo {
+        /// The gateway's port (0 = any free port).
+        #[arg(long, default_value_t = DemoPorts::default().gateway)]
+        port: u16,
+        /// The gateway admin listener's port (/healthz, /readyz, /metrics).
+        #[arg(long, default_value_t = DemoPorts::default().admin)]
+        admin_port: u16,
+        /// The development IdP's port.
+        #[arg(long, default_value_t = DemoPorts::default().idp)]
+        idp_port: u16,
+        /// The demo dashboard's (and its SCIM API's) port.
+        #[arg(long, default_value_t = DemoPorts::default().dashboard)]
+        dashboard_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +67,17 @@ fn main() -> ExitCode {
         Command::Check { config } => check(Config::resolve_path(config)),
         Command::Serve { config } => serve(Config::resolve_path(config)),
         Command::Metadata { config } => metadata(Config::resolve_path(config)),
+        Command::Demo {
+            port,
+            admin_port,
+            idp_port,
+            dashboard_port,
+        } => demo(DemoPorts {
+            gateway: port,
+            admin: admin_port,
+            idp: idp_port,
+            dashboard: dashboard_port,
+        }),
     }
 }
 
@@ -139,6 +167,28 @@ fn serve(path: PathBuf) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "samlgate failed");
             eprintln!("samlgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `samlgate demo`: everything on loopback until SIGINT/SIGTERM, then exit 0.
+fn demo(ports: DemoPorts) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let demo = samlgate::demo::start(ports).await?;
+            samlgate::telemetry::init_logging(&demo.running.app.config.log);
+            println!("{}", demo.instructions());
+            samlgate::server::shutdown_signal().await;
+            println!("\nStopping the demo…");
+            demo.shutdown().await;
+            Ok::<_, anyhow::Error>(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samlgate demo: {e:#}");
             ExitCode::FAILURE
         }
     }

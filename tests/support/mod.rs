@@ -6,3 +6,4 @@ pub mod dashboard;
 pub mod fake_scim;
 pub mod gateway;
 pub mod sso;
+pub mod webdriver;
