@@ -123,7 +123,11 @@ impl App {
     pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let proxy = Proxy::new(&config.upstream, &config.server.trusted_proxies)?;
+        let proxy = Proxy::new(
+            &config.upstream,
+            &config.server.trusted_proxies,
+            config.server.workers,
+        )?;
         let identity_headers = IdentityHeaders::new(&config.headers)?;
         let jwt = config.headers.jwt.as_ref().map(Signer::new).transpose()?;
         let sp_metadata = saml::sp_metadata_from_config(&config.saml)?;
@@ -1410,7 +1414,7 @@ pub fn validate(config: &Config) -> Vec<String> {
     {
         problems.push(e.to_string());
     }
-    if let Err(e) = Proxy::new(&config.upstream, &config.server.trusted_proxies) {
+    if let Err(e) = Proxy::new(&config.upstream, &config.server.trusted_proxies, 1) {
         problems.push(e.to_string());
     }
     if let Err(e) = IdentityHeaders::new(&config.headers) {

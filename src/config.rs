@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Gateway worker threads, each with its own event loop (default: one per CPU).
+    pub workers: usize,
 }
 
 /// `[server.tls]`: PEM certificate chain and private key.
@@ -537,6 +539,7 @@ struct RawServer {
     max_connections: usize,
     max_header_bytes: usize,
     shutdown_grace: String,
+    workers: usize,
 }
 
 impl Default for RawServer {
@@ -550,6 +553,7 @@ impl Default for RawServer {
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             shutdown_grace: "25s".into(),
+            workers: 0,
         }
     }
 }
@@ -1145,6 +1149,10 @@ impl Validator {
             max_connections: raw.max_connections.max(1),
             max_header_bytes: raw.max_header_bytes.max(1024),
             shutdown_grace,
+            workers: match raw.workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
         }
     }
 

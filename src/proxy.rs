@@ -45,11 +45,15 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Whether the client connection was TLS.
     pub tls: bool,
+    /// The server worker (thread) handling the connection: selects its upstream pool.
+    pub worker: usize,
 }
 
 /// The pooled upstream client and what it needs to rewrite requests.
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    /// One pooled client per server worker: a worker's upstream connections live on its own
+    /// runtime, so a request never hops threads to reach its connection.
+    clients: Box<[Client<HttpsConnector<HttpConnector>, Incoming>]>,
     scheme: Scheme,
     authority: Authority,
     authority_header: HeaderValue,
@@ -79,8 +83,12 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Proxy {
-    /// Builds the pooled client once.
-    pub fn new(cfg: &UpstreamConfig, trusted: &[IpNet]) -> Result<Self, BuildError> {
+    /// Builds the pooled clients once (one per server worker).
+    pub fn new(
+        cfg: &UpstreamConfig,
+        trusted: &[IpNet],
+        workers: usize,
+    ) -> Result<Self, BuildError> {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -107,10 +115,14 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .build(connector.clone())
+            })
+            .collect();
         let parts = cfg.url.clone().into_parts();
         let scheme = parts.scheme.unwrap_or(Scheme::HTTP);
         let authority = parts
@@ -123,7 +135,7 @@ impl Proxy {
             .map(|p| p.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
         Ok(Self {
-            client,
+            clients,
             scheme,
             authority,
             authority_header,
@@ -172,13 +184,17 @@ impl Proxy {
             headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut resp =
-            match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
-                Err(_) => return Err(ProxyError::Timeout),
-                Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::Timeout),
-                Ok(Err(e)) => return Err(ProxyError::Unreachable(e)),
-                Ok(Ok(resp)) => resp,
-            };
+        let mut resp = match tokio::time::timeout(
+            self.request_timeout,
+            self.clients[peer.worker % self.clients.len()].request(req),
+        )
+        .await
+        {
+            Err(_) => return Err(ProxyError::Timeout),
+            Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::Timeout),
+            Ok(Err(e)) => return Err(ProxyError::Unreachable(e)),
+            Ok(Ok(resp)) => resp,
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade

@@ -187,6 +187,19 @@ impl Browser {
         saml_response: &str,
         relay_state: &str,
     ) -> (Response<()>, Bytes) {
+        self.try_post_acs(gw, saml_response, relay_state)
+            .await
+            .expect("the gateway closed the connection")
+    }
+
+    /// Like `post_acs`, but `None` when the gateway refused by closing the connection (a body
+    /// over its cap may be cut off while it is still being sent).
+    pub async fn try_post_acs(
+        &mut self,
+        gw: &Gateway,
+        saml_response: &str,
+        relay_state: &str,
+    ) -> Option<(Response<()>, Bytes)> {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("SAMLResponse", saml_response)
             .append_pair("RelayState", relay_state)
@@ -196,9 +209,18 @@ impl Browser {
         if !self.cookies.is_empty() {
             b = b.header("cookie", self.cookie_header());
         }
-        let (resp, body) = gateway::send(b.body(Full::new(Bytes::from(body))).unwrap()).await;
+        let resp = gateway::client()
+            .request(b.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .ok()?;
+        let (parts, body) = resp.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body)
+            .await
+            .ok()?
+            .to_bytes();
+        let resp = Response::from_parts(parts, ());
         self.absorb(resp.headers());
-        (resp, body)
+        Some((resp, bytes))
     }
 }
 
