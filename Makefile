@@ -31,3 +31,4 @@ lint:
 bench:
 	bash scripts/install-deps.sh build bench
 	bash benches/load.sh
+	$(CARGO) run --release --locked --example bench_acs
