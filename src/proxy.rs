@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
 use crate::body::{Body, stream};
@@ -89,39 +89,14 @@ impl Proxy {
         trusted: &[IpNet],
         workers: usize,
     ) -> Result<Self, BuildError> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        let extra = match &cfg.ca_file {
+            Some(ca) => crate::outbound::read_ca_file(ca).map_err(BuildError::CaFile)?,
+            None => Vec::new(),
         };
-        if let Some(ca) = &cfg.ca_file {
-            use rustls_pki_types::pem::PemObject;
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
-                .map_err(|e| BuildError::CaFile(e.to_string()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| BuildError::CaFile(e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| BuildError::CaFile(e.to_string()))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector =
+            crate::outbound::connector(extra, cfg.connect_timeout).map_err(BuildError::CaFile)?;
         let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
-                    .build(connector.clone())
-            })
+            .map(|_| crate::outbound::client(connector.clone(), 256, Duration::from_secs(90)))
             .collect();
         let parts = cfg.url.clone().into_parts();
         let scheme = parts.scheme.unwrap_or(Scheme::HTTP);

@@ -3,7 +3,6 @@
 //! workspace and permission set.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +12,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -588,9 +586,6 @@ impl fmt::Debug for ScimClient {
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BuildError {
-    /// TLS set-up failed.
-    #[error("TLS client set-up: {0}")]
-    Tls(#[source] rustls::Error),
     /// The token is not a valid header value (the value itself is never shown).
     #[error("provisioning.token contains characters not allowed in an HTTP header")]
     Token,
@@ -607,27 +602,7 @@ impl ScimClient {
         payload: &Payload,
         connect_timeout: Duration,
     ) -> Result<Self, BuildError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(BuildError::Tls)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client = crate::outbound::webpki_client(connect_timeout, 32, Duration::from_secs(60));
 
         let mut authorization =
             HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| BuildError::Token)?;

@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::{Saml, SetupError};
 use crate::config::SamlConfig;
@@ -58,23 +57,9 @@ pub struct MetadataFetcher {
 impl MetadataFetcher {
     /// A fetcher for `url`, writing good copies to `backup_file`.
     pub fn new(url: Uri, backup_file: Option<PathBuf>) -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
+        // No pooling: one fetch an hour.
+        let client =
+            crate::outbound::webpki_client(Duration::from_secs(5), 0, Duration::from_secs(1));
         Self {
             client,
             url,

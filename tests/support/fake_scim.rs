@@ -469,20 +469,9 @@ fn create(st: &mut State, body: &Value) -> (StatusCode, Value) {
     (StatusCode::CREATED, user)
 }
 
-/// Parses `userName eq "<JSON string>"` (RFC 7644 §3.4.2.2); attribute and operator are
-/// case-insensitive.
-pub fn parse_user_name_filter(f: &str) -> Option<String> {
-    let f = f.trim();
-    let (attr, rest) = f.split_once(char::is_whitespace)?;
-    let (op, value) = rest.trim_start().split_once(char::is_whitespace)?;
-    if !attr.eq_ignore_ascii_case("userName") || !op.eq_ignore_ascii_case("eq") {
-        return None;
-    }
-    match serde_json::from_str::<Value>(value.trim()) {
-        Ok(Value::String(s)) => Some(s),
-        _ => None,
-    }
-}
+/// Parses `userName eq "<JSON string>"` (RFC 7644 §3.4.2.2): the same parser the demo's
+/// admin API uses.
+pub use samlgate::demo::scim::parse_user_name_filter;
 
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
