@@ -5,6 +5,7 @@
 #   samlgate  wrk -> samlgate (public path, memory store) -> upstream
 #   samlgate-auth        wrk (with a session cookie) -> samlgate (memory store) -> upstream
 #   samlgate-auth-redis  the same with the Redis session store
+#   samlgate-forward-auth  wrk (with the cookie) -> samlgate /saml/auth (forward-auth answer, no upstream)
 # Prints req/s, p50, p99 per target (median of the rounds) and the ratios.
 # Usage: benches/load.sh [seconds-per-run=10] [rounds=3] [connections=64]
 set -euo pipefail
@@ -86,7 +87,7 @@ run() { # name url [cookie]
   [ -n "${3:-}" ] && hdr=(-H "Cookie: $3")
   taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$2" > "$WORK/$1.$r.txt"
 }
-targets=(direct nginx samlgate samlgate-auth samlgate-auth-redis)
+targets=(direct nginx samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth)
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     case $t in
@@ -95,6 +96,7 @@ for r in $(seq 1 "$ROUNDS"); do
       samlgate) run samlgate "http://127.0.0.1:$SG/public/x" ;;
       samlgate-auth) run samlgate-auth "http://127.0.0.1:$SGA/private/x" "$COOKIE_MEM" ;;
       samlgate-auth-redis) run samlgate-auth-redis "http://127.0.0.1:$SGR/private/x" "$COOKIE_REDIS" ;;
+      samlgate-forward-auth) run samlgate-forward-auth "http://127.0.0.1:$SGA/saml/auth" "$COOKIE_MEM" ;;
     esac
   done
 done
@@ -127,4 +129,6 @@ print(f"samlgate/direct throughput {ratio('samlgate','direct',0):.2f}x  p99 {rat
 if "samlgate-auth" in res:
     print(f"auth(memory)/nginx throughput {ratio('samlgate-auth','nginx',0):.2f}x  p99 {ratio('samlgate-auth','nginx',2):.2f}x")
     print(f"auth(redis)/auth(memory) throughput {ratio('samlgate-auth-redis','samlgate-auth',0):.2f}x")
+if "samlgate-forward-auth" in res:
+    print(f"forward-auth(/saml/auth)/auth proxy throughput {ratio('samlgate-forward-auth','samlgate-auth',0):.2f}x")
 PY
