@@ -51,17 +51,24 @@ impl Deadline for Blob {
     }
 }
 
-#[derive(Clone)]
+/// One index entry: a few members (one user's sessions) and when the entry lapses.
 struct Members {
-    /// Few members per key (one user's sessions): a boxed slice is the smallest set.
-    set: Arc<[Box<str>]>,
+    set: Vec<Box<str>>,
     deadline: Instant,
 }
 
-impl Deadline for Members {
-    fn deadline(&self) -> Instant {
-        self.deadline
-    }
+/// The index: a plain map, not a second cache entry per session (moka's per-entry overhead
+/// doubled the memory of a session). Members that are sessions leave it when the session
+/// leaves the session cache (expired, evicted or deleted), through the eviction listener;
+/// other entries lapse at their deadline when next touched.
+type Indexes = Arc<std::sync::Mutex<std::collections::HashMap<Box<str>, Members>>>;
+
+fn lock(
+    indexes: &Indexes,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, Members>> {
+    indexes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Clone)]
@@ -94,7 +101,7 @@ where
 pub struct MemoryStore {
     sessions: Cache<SessionKey, Stored>,
     blobs: Cache<String, Blob>,
-    indexes: Cache<String, Members>,
+    indexes: Indexes,
     pub(crate) instruments: Instruments,
 }
 
@@ -114,10 +121,24 @@ impl MemoryStore {
     /// An empty store keeping at most `max_entries` sessions (least recently used go first),
     /// and as many other entries (pending logins, replay cache, locks, index sets).
     pub fn new(max_entries: u64, metrics: &SessionMetrics) -> Self {
+        let indexes: Indexes = Arc::default();
+        let listener_indexes = indexes.clone();
+        let sessions = Cache::builder()
+            .max_capacity(max_entries)
+            // LRU, not TinyLFU: a freshly created session must always be admitted.
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(AtDeadline)
+            .eviction_listener(move |key: Arc<SessionKey>, stored: Stored, cause| {
+                if cause != moka::notification::RemovalCause::Replaced {
+                    let index = super::subject_index(&stored.record.identity.subject);
+                    remove_member(&listener_indexes, &index, &hex(&key[..]));
+                }
+            })
+            .build();
         Self {
-            sessions: cache(max_entries),
+            sessions,
             blobs: cache(max_entries),
-            indexes: cache(max_entries),
+            indexes,
             instruments: Instruments::new(metrics, "memory"),
         }
     }
@@ -197,61 +218,36 @@ impl MemoryStore {
         ttl: Duration,
     ) -> Result<(), Error> {
         let now = Instant::now();
-        self.indexes
-            .entry(index.to_string())
-            .and_upsert_with(
-                |existing| match existing.map(|e| e.into_value()).and_then(live) {
-                    Some(m) if m.set.iter().any(|x| &**x == member) => Members {
-                        set: m.set,
-                        deadline: m.deadline.max(now + ttl),
-                    },
-                    Some(m) => Members {
-                        set: m.set.iter().cloned().chain([member.into()]).collect(),
-                        deadline: m.deadline.max(now + ttl),
-                    },
-                    None => Members {
-                        set: Arc::from([Box::<str>::from(member)]),
-                        deadline: now + ttl,
-                    },
-                },
-            );
+        let mut map = lock(&self.indexes);
+        let entry = map.entry(index.into()).or_insert_with(|| Members {
+            set: Vec::new(),
+            deadline: now,
+        });
+        if entry.deadline <= now {
+            entry.set.clear();
+        }
+        if !entry.set.iter().any(|x| &**x == member) {
+            entry.set.push(member.into());
+        }
+        entry.deadline = entry.deadline.max(now + ttl);
         Ok(())
     }
 
     pub(crate) async fn index_members(&self, index: &str) -> Result<Vec<String>, Error> {
-        Ok(self
-            .indexes
-            .get(index)
-            .and_then(live)
-            .map(|m| m.set.iter().map(|x| x.to_string()).collect())
-            .unwrap_or_default())
+        let now = Instant::now();
+        let mut map = lock(&self.indexes);
+        match map.get(index) {
+            Some(m) if m.deadline > now => Ok(m.set.iter().map(|x| x.to_string()).collect()),
+            Some(_) => {
+                map.remove(index);
+                Ok(Vec::new())
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     pub(crate) async fn index_remove(&self, index: &str, member: &str) -> Result<(), Error> {
-        let now = Instant::now();
-        self.indexes
-            .entry(index.to_string())
-            .and_compute_with(|existing| {
-                let Some(m) = existing.map(|e| e.into_value()) else {
-                    return Op::Nop;
-                };
-                if m.deadline <= now {
-                    return Op::Remove;
-                }
-                if !m.set.iter().any(|x| &**x == member) {
-                    return Op::Nop;
-                }
-                let set: Arc<[Box<str>]> =
-                    m.set.iter().filter(|x| &***x != member).cloned().collect();
-                if set.is_empty() {
-                    Op::Remove
-                } else {
-                    Op::Put(Members {
-                        set,
-                        deadline: m.deadline,
-                    })
-                }
-            });
+        remove_member(&self.indexes, index, member);
         Ok(())
     }
 
@@ -316,5 +312,69 @@ impl MemoryStore {
 
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// Removes `member` from `index`, and the entry when it is left empty or has lapsed.
+fn remove_member(indexes: &Indexes, index: &str, member: &str) {
+    let now = Instant::now();
+    let mut map = lock(indexes);
+    if let Some(m) = map.get_mut(index) {
+        m.set.retain(|x| &**x != member);
+        if m.set.is_empty() || m.deadline <= now {
+            map.remove(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[tokio::test]
+    async fn an_expired_session_leaves_the_index() {
+        let store = MemoryStore::new(100, &SessionMetrics::default());
+        let record = SessionRecord {
+            identity: Arc::new(Identity {
+                subject: "alice@example.com".into(),
+                ..Identity::default()
+            }),
+            created_ms: 0,
+            expires_ms: u64::MAX,
+            idle_until_ms: u64::MAX,
+        };
+        let index = super::super::subject_index("alice@example.com");
+        let (short, long) = ([1u8; 32], [2u8; 32]);
+        store
+            .create_session(
+                &short,
+                &record,
+                Duration::from_millis(150),
+                &index,
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        store
+            .create_session(
+                &long,
+                &record,
+                Duration::from_secs(3600),
+                &index,
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.index_members(&index).await.unwrap().len(), 2);
+        // moka's timer wheel expires entries on a ~1 s granularity.
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        store.sessions.run_pending_tasks();
+        assert_eq!(store.index_members(&index).await.unwrap(), vec![hex(&long)]);
+        // Deleting the last session removes the index entry itself.
+        store.delete_session(&long, None).await.unwrap();
+        store.sessions.run_pending_tasks();
+        assert!(store.index_members(&index).await.unwrap().is_empty());
+        assert!(lock(&store.indexes).is_empty());
     }
 }
