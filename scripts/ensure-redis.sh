@@ -3,7 +3,7 @@
 set -euo pipefail
 
 ping_redis() {
-  exec 3<>/dev/tcp/127.0.0.1/6379 2>/dev/null || return 1
+  { exec 3<>/dev/tcp/127.0.0.1/6379; } 2>/dev/null || return 1
   printf 'PING\r\n' >&3
   local line=""
   read -r -t 2 line <&3 || true
