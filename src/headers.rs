@@ -244,36 +244,37 @@ pub fn encode(value: &str) -> HeaderValue {
 /// Removes our own cookies (session and login binding) from the `Cookie` header(s) sent
 /// upstream: the dashboard never sees the session id.
 pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let all: Vec<HeaderValue> = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .cloned()
-        .collect();
-    if all.is_empty() {
-        return;
+    // The hot path: one Cookie header without any of ours is left as it is, unallocated.
+    let mut values = headers.get_all(http::header::COOKIE).iter();
+    let ours = match (values.next(), values.next()) {
+        (None, _) => false,
+        (Some(only), None) => match only.to_str() {
+            Ok(s) => s.split(';').any(|pair| names.contains(&cookie_name(pair))),
+            Err(_) => true,
+        },
+        (Some(_), Some(_)) => true,
+    };
+    if ours {
+        rebuild_cookies(headers, names);
     }
+}
+
+/// The name of one `name=value` pair of a Cookie header.
+fn cookie_name(pair: &str) -> &str {
+    pair.split('=').next().unwrap_or("").trim()
+}
+
+/// Rewrites the Cookie header(s) as one, without `names` (HTTP/2 clients send one header per
+/// cookie; HTTP/1.1 upstreams get them joined, RFC 9113 §8.2.3).
+fn rebuild_cookies(headers: &mut HeaderMap, names: &[&str]) {
     let mut kept: Vec<String> = Vec::new();
-    let mut changed = false;
-    for v in &all {
-        let Ok(s) = v.to_str() else {
-            changed = true;
-            continue;
-        };
-        for pair in s.split(';') {
-            let pair = pair.trim();
-            if pair.is_empty() {
-                continue;
-            }
-            let name = pair.split('=').next().unwrap_or("").trim();
-            if names.contains(&name) {
-                changed = true;
-            } else {
+    for v in headers.get_all(http::header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for pair in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if !names.contains(&cookie_name(pair)) {
                 kept.push(pair.to_string());
             }
         }
-    }
-    if !changed && all.len() == 1 {
-        return;
     }
     headers.remove(http::header::COOKIE);
     if !kept.is_empty()
@@ -345,5 +346,19 @@ mod tests {
             h.get(http::header::COOKIE).and_then(|v| v.to_str().ok()),
             Some("a=1; b=2")
         );
+        // One header: left alone without ours, rewritten with ours, removed when only ours.
+        let mut h = HeaderMap::new();
+        h.insert(http::header::COOKIE, HeaderValue::from_static("a=1;b=2"));
+        strip_cookies(&mut h, &["samlgate"]);
+        assert_eq!(h[http::header::COOKIE], "a=1;b=2");
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("samlgate=x; a=1"),
+        );
+        strip_cookies(&mut h, &["samlgate"]);
+        assert_eq!(h[http::header::COOKIE], "a=1");
+        h.insert(http::header::COOKIE, HeaderValue::from_static("samlgate=x"));
+        strip_cookies(&mut h, &["samlgate"]);
+        assert!(h.get(http::header::COOKIE).is_none());
     }
 }

@@ -23,6 +23,28 @@ fn provisioning(scim: &FakeScim, extra: &str) -> String {
     )
 }
 
+/// A fresh browser signs in as `name_id`, with `email` as the email attribute (none when
+/// `None`; a NameID that is not an email then gets the persistent format).
+async fn login_as(
+    sso: &Sso,
+    name_id: &str,
+    email: Option<&str>,
+) -> (http::Response<()>, bytes::Bytes) {
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    let mut spec = sso.spec(Some(&start.request_id));
+    spec.name_id = name_id.into();
+    spec.attributes.retain(|(n, _)| n != "email");
+    if let Some(e) = email {
+        spec.attributes.push(("email".into(), vec![e.into()]));
+    }
+    if !name_id.contains('@') {
+        spec.name_id_format = Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into());
+    }
+    b.post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
+        .await
+}
+
 #[tokio::test]
 async fn first_login_creates_the_account_once_and_headers_carry_it() {
     let scim = FakeScim::start(TOKEN).await;
@@ -92,21 +114,7 @@ async fn rules_inactive_disabled_domain_and_missing_email() {
     let refused = |name: &'static str, email: Option<&'static str>| {
         let sso = &sso;
         async move {
-            let mut b = Browser::new();
-            let start = b.start_login(&sso.gw, "/").await;
-            let mut spec = sso.spec(Some(&start.request_id));
-            spec.name_id = name.into();
-            spec.attributes.retain(|(n, _)| n != "email");
-            if let Some(e) = email {
-                spec.attributes.push(("email".into(), vec![e.into()]));
-            }
-            if !name.contains('@') {
-                spec.name_id_format =
-                    Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into());
-            }
-            let (resp, body) = b
-                .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
-                .await;
+            let (resp, body) = login_as(sso, name, email).await;
             assert_eq!(resp.status(), 403, "{name}");
             assert!(!sets_session(&resp), "{name}");
             String::from_utf8_lossy(&body).to_string()
@@ -162,19 +170,7 @@ async fn admin_api_trouble_gives_503_without_a_session_and_existing_sessions_kee
     let mut alice = Browser::new();
     assert_eq!(sso.login(&mut alice, "/").await.0.status(), 303);
 
-    let new_user_login = |who: &'static str| {
-        let sso = &sso;
-        async move {
-            let mut b = Browser::new();
-            let start = b.start_login(&sso.gw, "/").await;
-            let mut spec = sso.spec(Some(&start.request_id));
-            spec.name_id = who.into();
-            spec.attributes.retain(|(n, _)| n != "email");
-            spec.attributes.push(("email".into(), vec![who.into()]));
-            b.post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
-                .await
-        }
-    };
+    let new_user_login = |who: &'static str| login_as(&sso, who, Some(who));
     scim.set_failure(Some(503));
     let (resp, body) = new_user_login("carol@example.com").await;
     assert_eq!(resp.status(), 503);
