@@ -52,11 +52,7 @@ fn identity() -> Identity {
         email: Some("alice@example.com".into()),
         first_name: Some("Alice".into()),
         last_name: Some("Liddell".into()),
-        groups: vec![
-            "analysts".into(),
-            "marketing-admins".into(),
-            "everyone".into(),
-        ],
+        groups: samlgate::identity::groups(["analysts", "marketing-admins", "everyone"]),
         user_id: Some("2819c223-7f76-453a-919d-413861904646".into()),
         workspace: Some("Production".into()),
         permission_set: Some("Analyst".into()),

@@ -32,7 +32,7 @@ fn identity() -> Identity {
         email: Some("ada.lovelace@example.com".into()),
         first_name: Some("Ada".into()),
         last_name: Some("Lovelace".into()),
-        groups: vec!["analysts".into(), "marketing-admins".into()],
+        groups: samlgate::identity::groups(["analysts", "marketing-admins"]),
         user_id: Some("2819c223-7f76-453a-919d-413861904646".into()),
         workspace: Some("Production".into()),
         permission_set: Some("Analyst".into()),

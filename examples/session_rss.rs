@@ -43,21 +43,21 @@ async fn main() {
     for i in 0..n {
         let identity = if std::env::var_os("MINIMAL").is_some() {
             Identity {
-                subject: format!("user{i:07}@example.com"),
+                subject: format!("user{i:07}@example.com").into(),
                 ..Identity::default()
             }
         } else {
             Identity {
-                subject: format!("user{i:07}@example.com"),
+                subject: format!("user{i:07}@example.com").into(),
                 name_id_format: Some(
                     "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into(),
                 ),
-                session_index: Some(format!("_{i:040x}")),
-                email: Some(format!("user{i:07}@example.com")),
+                session_index: Some(format!("_{i:040x}").into()),
+                email: Some(format!("user{i:07}@example.com").into()),
                 first_name: Some("Ada".into()),
                 last_name: Some("Lovelace".into()),
-                groups: vec!["analysts".into(), "marketing-admins".into()],
-                user_id: Some(format!("2819c223-7f76-453a-919d-{i:012}")),
+                groups: samlgate::identity::groups(["analysts", "marketing-admins"]),
+                user_id: Some(format!("2819c223-7f76-453a-919d-{i:012}").into()),
                 workspace: Some("Production".into()),
                 permission_set: Some("Analyst".into()),
             }

@@ -155,7 +155,12 @@ fn check(
     groups: &[String],
     domains: &[crate::config::DomainPattern],
 ) -> Result<(), Denied> {
-    if !groups.is_empty() && !identity.groups.iter().any(|g| groups.contains(g)) {
+    if !groups.is_empty()
+        && !identity
+            .groups
+            .iter()
+            .any(|g| groups.iter().any(|c| **c == **g))
+    {
         return Err(Denied::Group(groups.to_vec()));
     }
     if !domains.is_empty() {

@@ -179,7 +179,7 @@ impl IdentityHeaders {
         if identity.groups.is_empty() {
             return None;
         }
-        let joined = join_groups(identity.groups.iter().map(String::as_str));
+        let joined = join_groups(identity.groups.iter().map(|g| &**g));
         if joined.len() <= self.max_groups_bytes {
             return HeaderValue::from_str(&joined).ok();
         }
@@ -187,10 +187,10 @@ impl IdentityHeaders {
             Some(re) => identity
                 .groups
                 .iter()
-                .map(String::as_str)
+                .map(|g| &**g)
                 .filter(|g| re.is_match(g))
                 .collect(),
-            None => identity.groups.iter().map(String::as_str).collect(),
+            None => identity.groups.iter().map(|g| &**g).collect(),
         };
         let mut out = String::new();
         for g in filtered {
@@ -204,8 +204,8 @@ impl IdentityHeaders {
             }
             out.push_str(&enc);
         }
-        if self.warned.get(&identity.subject).is_none() {
-            self.warned.insert(identity.subject.clone(), ());
+        if self.warned.get(&*identity.subject).is_none() {
+            self.warned.insert(identity.subject.to_string(), ());
             tracing::warn!(user = %identity.subject, groups = identity.groups.len(), budget = self.max_groups_bytes,
                 "groups header over its byte budget: filtered/cut (set headers.group_filter or headers.max_groups_bytes)");
         }

@@ -69,7 +69,7 @@ struct Claims<'a> {
     email: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
-    groups: &'a [String],
+    groups: &'a [std::sync::Arc<str>],
     #[serde(skip_serializing_if = "Option::is_none")]
     workspace: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -35,7 +35,7 @@ fn config(scim: &FakeScim) -> ProvisioningConfig {
 
 fn person(email: &str) -> Identity {
     Identity {
-        subject: format!("nameid-{email}"),
+        subject: format!("nameid-{email}").into(),
         email: Some(email.into()),
         first_name: Some("Ann".into()),
         last_name: Some("Lee".into()),
@@ -198,7 +198,7 @@ async fn template_payload_is_filled_with_json_escaping_and_read_back_from_its_pl
     let p = provisioner(&cfg);
     let mut id = person("tom@example.com");
     id.first_name = Some(r#"To"m\"#.into());
-    id.groups = vec!["a".into(), "b\"c".into()];
+    id.groups = samlgate::identity::groups(["a", "b\"c"]);
     p.resolve(id).await.expect("created");
     let body = &scim.creates()[0].body;
     assert_eq!(body["userName"], "tom@example.com");
@@ -255,7 +255,7 @@ async fn first_matching_rule_by_group_chooses_workspace_and_permission_set() {
     ];
     let p = provisioner(&cfg);
     let mut id = person("mia@example.com");
-    id.groups = vec!["staff".into(), "marketing-admins".into()];
+    id.groups = samlgate::identity::groups(["staff", "marketing-admins"]);
     let who = p.resolve(id).await.expect("created");
     assert_eq!(
         (who.workspace.as_deref(), who.permission_set.as_deref()),
@@ -592,7 +592,7 @@ async fn sync_on_login_puts_rule_values_only_for_users_a_rule_covers() {
     let mut sam = person("sam@example.com");
     sam.first_name = Some("Sam".into());
     sam.last_name = Some("New".into());
-    sam.groups = vec!["ops".into()];
+    sam.groups = samlgate::identity::groups(["ops"]);
     let who = p.resolve(sam).await.expect("found and synced");
     assert_eq!(
         (who.workspace.as_deref(), who.permission_set.as_deref()),
@@ -623,7 +623,7 @@ async fn sync_on_login_puts_rule_values_only_for_users_a_rule_covers() {
     let mut sam = person("sam@example.com");
     sam.first_name = Some("Sam".into());
     sam.last_name = Some("New".into());
-    sam.groups = vec!["ops".into()];
+    sam.groups = samlgate::identity::groups(["ops"]);
     provisioner(&cfg).resolve(sam).await.expect("found");
     assert_eq!(scim.replaces().len(), 1);
 }

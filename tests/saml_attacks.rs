@@ -145,7 +145,10 @@ fn accepts_assertion_signed() {
     assert_eq!(v.identity.email.as_deref(), Some("alice@example.com"));
     assert_eq!(v.identity.first_name.as_deref(), Some("Alice"));
     assert_eq!(v.identity.last_name.as_deref(), Some("Liddell"));
-    assert_eq!(v.identity.groups, vec!["staff", "dashboard-admins"]);
+    assert_eq!(
+        *v.identity.groups,
+        *samlgate::identity::groups(["staff", "dashboard-admins"])
+    );
     assert_eq!(v.in_response_to.as_deref(), Some(DEFAULT_REQUEST_ID));
     assert!(v.replay_expires_at > now());
 }
@@ -1099,7 +1102,7 @@ fn identity_mapping() {
     };
     let v = accepted(&signed(&s));
     assert_eq!(v.identity.email.as_deref(), Some("bob@example.org"));
-    assert_eq!(v.identity.groups, vec!["a", "b"]);
+    assert_eq!(*v.identity.groups, *samlgate::identity::groups(["a", "b"]));
     let s = ResponseSpec {
         name_id: "opaque-123".into(),
         name_id_format: None,

@@ -159,7 +159,7 @@ fn config(url: String) -> ProvisioningConfig {
 
 fn person(email: &str) -> Identity {
     Identity {
-        subject: format!("nameid-{email}"),
+        subject: format!("nameid-{email}").into(),
         email: Some(email.into()),
         first_name: Some("Ann".into()),
         last_name: Some("Lee".into()),
@@ -305,7 +305,7 @@ async fn inactive_escaped_and_synced_users_against_scim2_server() {
     }];
     let syncing = Provisioner::new(&cfg, None, "x:").expect("provisioner");
     let mut ops = person(odd);
-    ops.groups = vec!["ops".into()];
+    ops.groups = samlgate::identity::groups(["ops"]);
     let synced = syncing.resolve(ops).await.expect("synced");
     assert_eq!(
         (

@@ -295,7 +295,7 @@ async fn conformance(
         async move { s.load(&h).await.expect("load") }
     };
     assert_eq!(
-        load(&c_a1).await.expect("a1").identity.subject,
+        &*load(&c_a1).await.expect("a1").identity.subject,
         "ada@example.com"
     );
     assert_eq!(a1.identity.session_index.as_deref(), Some("s1"));

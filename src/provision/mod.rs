@@ -417,7 +417,7 @@ impl Inner {
     fn rule_for(&self, identity: &Identity) -> Option<&ProvisioningRule> {
         self.rules
             .iter()
-            .find(|r| identity.groups.contains(&r.group))
+            .find(|r| identity.groups.iter().any(|g| **g == *r.group))
     }
 
     fn rule_name<'a>(&'a self, identity: &Identity) -> &'a str {
@@ -568,11 +568,11 @@ impl Inner {
             return Ok(resolved);
         };
         let differs =
-            |have: &Option<String>, want: Option<&String>| want.is_some() && have.as_ref() != want;
+            |have: &Option<String>, want: Option<&str>| want.is_some() && have.as_deref() != want;
         let stale = user.workspace.as_deref() != Some(rule.workspace.as_str())
             || user.permission_set.as_deref() != Some(rule.permission_set.as_str())
-            || differs(&user.given_name, identity.first_name.as_ref())
-            || differs(&user.family_name, identity.last_name.as_ref());
+            || differs(&user.given_name, identity.first_name.as_deref())
+            || differs(&user.family_name, identity.last_name.as_deref());
         if !stale {
             return Ok(resolved);
         }
@@ -630,7 +630,7 @@ fn login_email(identity: &Identity) -> Option<String> {
         .email
         .as_deref()
         .filter(|e| looks_like_email(e))
-        .or_else(|| Some(identity.subject.as_str()).filter(|s| looks_like_email(s)))
+        .or_else(|| Some(&*identity.subject).filter(|s| looks_like_email(s)))
         .map(|s| s.trim().to_string())
 }
 
@@ -652,10 +652,10 @@ fn new_user<'a>(
 }
 
 fn apply(mut identity: Identity, email: String, r: &Resolved) -> Identity {
-    identity.email = Some(email);
-    identity.user_id = Some(r.user_id.clone());
-    identity.workspace = r.workspace.clone();
-    identity.permission_set = r.permission_set.clone();
+    identity.email = Some(email.into());
+    identity.user_id = Some(r.user_id.as_str().into());
+    identity.workspace = r.workspace.as_deref().map(Into::into);
+    identity.permission_set = r.permission_set.as_deref().map(Into::into);
     identity
 }
 

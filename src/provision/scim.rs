@@ -96,7 +96,7 @@ pub(crate) struct NewUser<'a> {
     /// `name.familyName`.
     pub family_name: Option<&'a str>,
     /// The asserted groups (template `{{groups}}`, comma-separated).
-    pub groups: &'a [String],
+    pub groups: &'a [std::sync::Arc<str>],
     /// The chosen workspace.
     pub workspace: &'a str,
     /// The chosen permission set.
@@ -831,7 +831,7 @@ mod tests {
             path: "t.json".into(),
             text: text.into(),
         });
-        let groups = vec!["a\"b".to_string(), "c".to_string()];
+        let groups = crate::identity::groups(["a\"b", "c"]);
         let u = NewUser {
             email: "q\"@x.io",
             external_id: "n",

@@ -993,13 +993,13 @@ fn build_identity(
         }
     }
     Identity {
-        subject: name_id.to_string(),
-        name_id_format: format.map(str::to_string),
-        session_index: session_index.map(str::to_string),
-        email,
-        first_name: first(&map.first_name),
-        last_name: first(&map.last_name),
-        groups,
+        subject: name_id.into(),
+        name_id_format: format.map(Into::into),
+        session_index: session_index.map(Into::into),
+        email: email.map(Into::into),
+        first_name: first(&map.first_name).map(Into::into),
+        last_name: first(&map.last_name).map(Into::into),
+        groups: crate::identity::groups(groups),
         ..Identity::default()
     }
 }

@@ -342,7 +342,7 @@ impl Sessions {
             return Err(Error::AlreadyExpired);
         }
         let record = SessionRecord {
-            identity: Arc::new(identity),
+            identity: Arc::new(identity.interned()),
             created_ms: now,
             expires_ms: expires,
             idle_until_ms: now
@@ -401,7 +401,7 @@ impl Sessions {
                 store.index_remove(&index, &member).await?;
                 continue;
             };
-            if record.identity.subject != name_id
+            if *record.identity.subject != *name_id
                 || session_index
                     .is_some_and(|si| record.identity.session_index.as_deref() != Some(si))
             {

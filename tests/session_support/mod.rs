@@ -59,13 +59,13 @@ pub fn memory_config() -> SessionConfig {
 
 pub fn identity(subject: &str, session_index: Option<&str>) -> Identity {
     Identity {
-        subject: subject.to_string(),
+        subject: subject.into(),
         name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
-        session_index: session_index.map(str::to_string),
-        email: Some(subject.to_string()),
+        session_index: session_index.map(Into::into),
+        email: Some(subject.into()),
         first_name: Some("Ada".into()),
         last_name: Some("Lovelace".into()),
-        groups: vec!["analysts".into(), "marketing-admins".into()],
+        groups: samlgate::identity::groups(["analysts", "marketing-admins"]),
         user_id: Some("2819c223-7f76-453a-919d-413861904646".into()),
         workspace: Some("Production".into()),
         permission_set: Some("Analyst".into()),
