@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load benchmark on loopback, side by side in one run, interleaved, pinned with taskset:
-#   direct    wrk -> upstream (nginx `return 200`)
+#   direct    wrk -> upstream (nginx `return 200`, its own process)
 #   nginx     wrk -> nginx proxy_pass (upstream keep-alive) -> upstream
+# The upstream is a separate nginx process, as a dashboard is: with one nginx worker serving
+# both roles, the nginx proxy never paid the process switch that any separate proxy pays.
+# UPSTREAM=shared restores that layout (the upstream in the proxying nginx's own worker).
 #   samlgate  wrk -> samlgate (public path, memory store) -> upstream
 #   samlgate-auth        wrk (with a session cookie) -> samlgate (memory store) -> upstream
 #   samlgate-auth-redis  the same with the Redis session store
@@ -14,7 +17,7 @@ DUR=${1:-10}; ROUNDS=${2:-3}; CONNS=${3:-64}
 NCPU=$(nproc)
 LOAD_CPU=0; SERVER_CPU=$((NCPU > 1 ? 1 : 0))
 WORK=$(mktemp -d /tmp/samlgate-bench.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; true' EXIT
 
 for tool in nginx wrk taskset; do
   command -v $tool >/dev/null || { echo "load.sh: $tool missing: run scripts/install-deps.sh bench" >&2; exit 1; }
@@ -25,6 +28,18 @@ bash scripts/ensure-redis.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NG=$(free_port); SG=$(free_port); SGA=$(free_port); SGR=$(free_port); SGR_ADMIN=$(free_port); SG_ADMIN=$(free_port); SGA_ADMIN=$(free_port)
 
+UPSTREAM_SERVER="server { listen 127.0.0.1:$UP; location / { return 200 \"ok\\n\"; } }"
+if [ "${UPSTREAM:-separate}" = separate ]; then
+  cat > "$WORK/upstream.conf" <<NGINX
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log warn;
+events { worker_connections 4096; }
+http { access_log off; $UPSTREAM_SERVER }
+NGINX
+  taskset -c $SERVER_CPU nginx -c "$WORK/upstream.conf" -p "$WORK"
+  UPSTREAM_SERVER=""
+fi
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
 pid $WORK/nginx.pid;
@@ -33,7 +48,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream dashboard { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+  $UPSTREAM_SERVER
   server {
     listen 127.0.0.1:$NG;
     location / {
@@ -87,7 +102,8 @@ run() { # name url [cookie]
   [ -n "${3:-}" ] && hdr=(-H "Cookie: $3")
   taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$2" > "$WORK/$1.$r.txt"
 }
-targets=(direct nginx samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth)
+# TARGETS="nginx samlgate-auth" runs a subset (the ratios need their pairs).
+read -r -a targets <<< "${TARGETS:-direct nginx samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth}"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     case $t in
@@ -124,11 +140,16 @@ for t, (a, b, c, e) in res.items():
 def ratio(a, b, i):
     return res[a][i] / res[b][i]
 print()
-print(f"samlgate/nginx  throughput {ratio('samlgate','nginx',0):.2f}x  p99 {ratio('samlgate','nginx',2):.2f}x")
-print(f"samlgate/direct throughput {ratio('samlgate','direct',0):.2f}x  p99 {ratio('samlgate','direct',2):.2f}x")
-if "samlgate-auth" in res:
+def have(*ts):
+    return all(t in res for t in ts)
+if have("samlgate", "nginx"):
+  print(f"samlgate/nginx  throughput {ratio('samlgate','nginx',0):.2f}x  p99 {ratio('samlgate','nginx',2):.2f}x")
+if have("samlgate", "direct"):
+  print(f"samlgate/direct throughput {ratio('samlgate','direct',0):.2f}x  p99 {ratio('samlgate','direct',2):.2f}x")
+if have("samlgate-auth", "nginx"):
     print(f"auth(memory)/nginx throughput {ratio('samlgate-auth','nginx',0):.2f}x  p99 {ratio('samlgate-auth','nginx',2):.2f}x")
+if have("samlgate-auth-redis", "samlgate-auth"):
     print(f"auth(redis)/auth(memory) throughput {ratio('samlgate-auth-redis','samlgate-auth',0):.2f}x")
-if "samlgate-forward-auth" in res:
+if have("samlgate-forward-auth", "samlgate-auth"):
     print(f"forward-auth(/saml/auth)/auth proxy throughput {ratio('samlgate-forward-auth','samlgate-auth',0):.2f}x")
 PY
