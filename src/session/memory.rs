@@ -392,27 +392,19 @@ mod tests {
             idle_until_ms: u64::MAX,
         };
         let index = super::super::subject_index("alice@example.com");
-        let (short, long) = ([1u8; 32], [2u8; 32]);
-        store
-            .create_session(
-                &short,
-                &record,
-                Duration::from_millis(150),
-                &index,
-                Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
-        store
-            .create_session(
-                &long,
-                &record,
-                Duration::from_secs(3600),
-                &index,
-                Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
+        let (short, long): (SessionKey, SessionKey) = ([1u8; 32], [2u8; 32]);
+        let create = |key: SessionKey, ttl_ms: u64| {
+            let (store, record, index) = (&store, &record, &index);
+            async move {
+                let ttl = Duration::from_millis(ttl_ms);
+                store
+                    .create_session(&key, record, ttl, index, Duration::from_secs(3600))
+                    .await
+                    .unwrap();
+            }
+        };
+        create(short, 150).await;
+        create(long, 3_600_000).await;
         assert_eq!(store.index_members(&index).await.unwrap().len(), 2);
         // moka's timer wheel expires entries on a ~1 s granularity.
         tokio::time::sleep(Duration::from_millis(2300)).await;
@@ -422,16 +414,7 @@ mod tests {
         store.index_remove(&index, &hex(&long)).await.unwrap();
         assert!(store.index_members(&index).await.unwrap().is_empty());
         assert!(store.get_session(&long, false).await.unwrap().is_some());
-        store
-            .create_session(
-                &long,
-                &record,
-                Duration::from_secs(3600),
-                &index,
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        create(long, 3_600_000).await;
         // Deleting the last session removes the index entry itself.
         store.delete_session(&long, None).await.unwrap();
         store.sessions.run_pending_tasks();
