@@ -63,8 +63,11 @@ fn identity() -> Identity {
 fn bench(c: &mut Criterion) {
     let cfg = config();
     let rules = IdentityHeaders::new(&cfg.headers).unwrap();
-    let id = identity();
+    let id = std::sync::Arc::new(identity());
     let base = browser_headers();
+    c.bench_function("identity_header_values_computed", |b| {
+        b.iter(|| rules.values(black_box(&id)).len())
+    });
     c.bench_function("identity_headers_strip_inject_strip_cookie", |b| {
         b.iter_batched_ref(
             || base.clone(),

@@ -246,7 +246,12 @@ impl App {
         let request_id = request_id(&req);
         req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        // The access line is the only reader of the path once the request is forwarded.
+        let path = if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
         self.metrics.in_flight.inc();
         let (route, result) = self.dispatch(req, peer).await;
         self.metrics.in_flight.dec();
@@ -1378,8 +1383,8 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let id = crate::session::hex(&rand::random::<u128>().to_be_bytes());
+    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Logs a request-path error once, at the level its kind deserves.

@@ -50,7 +50,13 @@ pub struct IdentityHeaders {
     max_groups_bytes: usize,
     group_filter: Option<regex::Regex>,
     warned: moka::sync::Cache<String, ()>,
+    /// Values already worked out, by identity. A session's identity is one shared `Arc` while
+    /// the store holds it, so its values are computed once, not on every request. An entry holds
+    /// its `Arc`, so the address that keys it cannot name another identity meanwhile.
+    cached: moka::sync::Cache<usize, (Arc<Identity>, InjectedValues)>,
 }
+
+type InjectedValues = Arc<[(HeaderName, HeaderValue)]>;
 
 /// Why the header rules could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +99,10 @@ impl IdentityHeaders {
             warned: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
+                .build(),
+            cached: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(300))
                 .build(),
         })
     }
@@ -144,9 +154,22 @@ impl IdentityHeaders {
     }
 
     /// Sets the identity headers from a session's identity (after `strip`).
-    pub fn inject(&self, headers: &mut HeaderMap, identity: &Identity) {
-        for (name, value) in self.values(identity) {
-            headers.insert(name.clone(), value);
+    pub fn inject(&self, headers: &mut HeaderMap, identity: &Arc<Identity>) {
+        let key = Arc::as_ptr(identity).addr();
+        let values = match self.cached.get(&key) {
+            Some((held, values)) if Arc::ptr_eq(&held, identity) => values,
+            _ => {
+                let values: InjectedValues = self
+                    .values(identity)
+                    .into_iter()
+                    .map(|(name, value)| (name.clone(), value))
+                    .collect();
+                self.cached.insert(key, (identity.clone(), values.clone()));
+                values
+            }
+        };
+        for (name, value) in values.iter() {
+            headers.insert(name.clone(), value.clone());
         }
     }
 
@@ -293,6 +316,31 @@ mod tests {
         let cfg = crate::config::Config::from_toml_str(raw, std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         IdentityHeaders::new(&cfg.headers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn cached_values_follow_the_identity() {
+        let r = rules();
+        let ada = Arc::new(Identity {
+            subject: "ada@example.com".into(),
+            email: Some("ada@example.com".into()),
+            ..Identity::default()
+        });
+        let inject = |id: &Arc<Identity>| {
+            let mut h = HeaderMap::new();
+            r.inject(&mut h, id);
+            h
+        };
+        let first = inject(&ada);
+        assert_eq!(inject(&ada), first);
+        assert_eq!(first[&r.email], "ada@example.com");
+        // Another identity (a new session, or the same user re-provisioned) is its own entry.
+        let changed = Arc::new(Identity {
+            email: Some("ada.lovelace@example.com".into()),
+            ..(*ada).clone()
+        });
+        assert_eq!(inject(&changed)[&r.email], "ada.lovelace@example.com");
+        assert_eq!(inject(&ada)[&r.email], "ada@example.com");
     }
 
     #[test]

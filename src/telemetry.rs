@@ -70,22 +70,52 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabels, Counter>,
     /// `samlgate_connections_open`
     pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// The series of the proxied routes, looked up once: every forwarded request updates them.
+    hot: [(&'static str, RouteSeries); 2],
+}
+
+/// The counters (one per status class) and the histogram of one route.
+struct RouteSeries {
+    requests: [Counter; 5],
+    latency: Histogram,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn route_series(
+    requests: &Family<RouteLabels, Counter>,
+    latency: &Family<RouteOnly, Histogram>,
+    route: &'static str,
+) -> RouteSeries {
+    RouteSeries {
+        requests: STATUS_CLASSES.map(|status| {
+            requests
+                .get_or_create(&RouteLabels { route, status })
+                .clone()
+        }),
+        latency: latency.get_or_create(&RouteOnly { route }).clone(),
+    }
 }
 
 impl Metrics {
     /// Creates the metrics and registers them (plus `samlgate_build_info`).
     pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::default();
+        let latency: Family<RouteOnly, Histogram> = Family::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+        });
+        let hot =
+            ["proxy", "public"].map(|route| (route, route_series(&requests, &latency, route)));
         let m = Metrics {
-            requests: Family::default(),
-            latency: Family::new_with_constructor(|| {
-                Histogram::new([
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ])
-            }),
+            requests,
+            latency,
             in_flight: Gauge::default(),
             upstream_errors: Family::default(),
             connections: Gauge::default(),
+            hot,
         };
         registry.register(
             "samlgate_requests",
@@ -122,13 +152,19 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, route: &'static str, status: http::StatusCode, elapsed: Duration) {
-        let status = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+        let class = match status.as_u16() {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
+        if let Some((_, series)) = self.hot.iter().find(|(r, _)| *r == route) {
+            series.requests[class].inc();
+            series.latency.observe(elapsed.as_secs_f64());
+            return;
+        }
+        let status = STATUS_CLASSES[class];
         self.requests
             .get_or_create(&RouteLabels { route, status })
             .inc();

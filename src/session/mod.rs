@@ -30,6 +30,7 @@ use cookie::{CookieCodec, ID_LEN};
 pub use memory::MemoryStore;
 pub use metrics::{BackendLabels, SessionMetrics};
 pub use redis::RedisStore;
+pub(crate) use store::hex;
 pub use store::{SessionKey, SessionRecord, SessionStore};
 
 /// Why a store could not answer.
