@@ -399,6 +399,32 @@ fn b64(xml: &str) -> String {
     samlgate::demo::signer::to_form_value(xml)
 }
 
+/// XSW1–XSW10 (SECURITY.md) posted to the live ACS, each under a valid pending login: every one
+/// is refused with no session and nothing reaching the dashboard. The genuine responses they
+/// are made from, signed both ways, sign a user in (the control).
+#[tokio::test]
+async fn signature_wrapping_vectors_are_refused_at_the_acs() {
+    use support::xsw;
+    let sso = Sso::start(Opts::default()).await;
+    for n in xsw::ALL {
+        assert_refused(&sso, &format!("XSW{n}"), |s, id| {
+            let spec = xsw::spec_for(n, s.spec(Some(id)));
+            let orig = s.idp.response_xml(&spec).unwrap();
+            b64(&xsw::vector(n, &orig, &spec))
+        })
+        .await;
+    }
+    for n in [1, 3] {
+        let mut b = Browser::new();
+        let start = b.start_login(&sso.gw, "/").await;
+        let spec = xsw::spec_for(n, sso.spec(Some(&start.request_id)));
+        let (resp, _) = b
+            .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
+            .await;
+        assert!(sets_session(&resp), "control {n}: status {}", resp.status());
+    }
+}
+
 #[tokio::test]
 async fn the_attack_catalogue_is_refused_at_the_acs() {
     let sso = Sso::start(Opts::default()).await;

@@ -20,6 +20,10 @@ use samlgate::saml::{
     Error, IdpMetadata, MetadataError, Policy, Reduce, Saml, SetupError, Verified,
 };
 
+#[path = "support/xsw.rs"]
+mod xsw;
+use xsw::{assertion, element, evil_copy, replace_assertion, without_signature};
+
 const IDP: &str = "https://idp.example.com/metadata";
 
 fn idp() -> &'static TestIdp {
@@ -102,38 +106,6 @@ fn rejected(xml: &str) -> Error {
 
 fn signed(spec: &ResponseSpec) -> String {
     idp().response_xml(spec).expect("sign")
-}
-
-/// Byte range of the first element starting with `open` through its matching `close`.
-fn element(xml: &str, open: &str, close: &str) -> std::ops::Range<usize> {
-    let start = xml.find(open).expect("open tag");
-    let end = xml[start..].find(close).expect("close tag") + start + close.len();
-    start..end
-}
-
-fn assertion(xml: &str) -> String {
-    xml[element(xml, "<saml:Assertion", "</saml:Assertion>")].to_string()
-}
-
-fn signature(xml: &str) -> String {
-    xml[element(xml, "<ds:Signature", "</ds:Signature>")].to_string()
-}
-
-fn without_signature(xml: &str) -> String {
-    let r = element(xml, "<ds:Signature", "</ds:Signature>");
-    format!("{}{}", &xml[..r.start], &xml[r.end..])
-}
-
-/// An unsigned copy of an assertion with another ID and NameID.
-fn evil_copy(assertion_xml: &str, id: &str, orig_id: &str) -> String {
-    without_signature(assertion_xml)
-        .replace(&format!(r#"ID="{orig_id}""#), &format!(r#"ID="{id}""#))
-        .replace("alice@example.com", "admin@evil.test")
-}
-
-fn replace_assertion(xml: &str, with: &str) -> String {
-    let r = element(xml, "<saml:Assertion", "</saml:Assertion>");
-    format!("{}{}{}", &xml[..r.start], with, &xml[r.end..])
 }
 
 // ---------------------------------------------------------------- positive controls
@@ -228,56 +200,22 @@ fn tampered_ciphertext_gives_one_generic_error() {
 
 #[test]
 fn xsw1_signed_response_inside_evil_response_signature() {
-    let s = ResponseSpec {
-        sign: SignMode::Response,
-        ..spec()
-    };
-    let orig = signed(&s);
-    let orig_body = samlgate::demo::signer::strip_xml_declaration(&orig).to_string();
-    let sig = signature(&orig);
-    let evil_sig = sig.replace("</ds:Signature>", &format!("{orig_body}</ds:Signature>"));
-    let evil = without_signature(&orig)
-        .replace(
-            &format!(r#"ID="{}""#, s.response_id),
-            r#"ID="_evil_response""#,
-        )
-        .replace("alice@example.com", "admin@evil.test")
-        .replacen("</saml:Issuer>", &format!("</saml:Issuer>{evil_sig}"), 1);
+    let s = xsw::spec_for(1, spec());
+    let evil = xsw::vector(1, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw2_signed_response_before_evil_signature() {
-    let s = ResponseSpec {
-        sign: SignMode::Response,
-        ..spec()
-    };
-    let orig = signed(&s);
-    let orig_body = samlgate::demo::signer::strip_xml_declaration(&orig).to_string();
-    let sig = signature(&orig);
-    let evil = without_signature(&orig)
-        .replace(
-            &format!(r#"ID="{}""#, s.response_id),
-            r#"ID="_evil_response""#,
-        )
-        .replace("alice@example.com", "admin@evil.test")
-        .replacen(
-            "</saml:Issuer>",
-            &format!("</saml:Issuer>{orig_body}{sig}"),
-            1,
-        );
+    let s = xsw::spec_for(2, spec());
+    let evil = xsw::vector(2, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw3_evil_assertion_before_signed_one() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let evil = replace_assertion(
-        &orig,
-        &format!("{}{}", evil_copy(&a, "_evil", &s.assertion_id), a),
-    );
+    let s = xsw::spec_for(3, spec());
+    let evil = xsw::vector(3, &signed(&s), &s);
     assert_eq!(
         rejected(&evil),
         Error::Structure(HardenError::AssertionCount { found: 2 })
@@ -286,114 +224,51 @@ fn xsw3_evil_assertion_before_signed_one() {
 
 #[test]
 fn xsw4_signed_assertion_inside_evil_assertion() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let e = evil_copy(&a, "_evil", &s.assertion_id)
-        .replace("</saml:Subject>", &format!("</saml:Subject>{a}"));
-    assert!(matches!(
-        rejected(&replace_assertion(&orig, &e)),
-        Error::Structure(_)
-    ));
+    let s = xsw::spec_for(4, spec());
+    let evil = xsw::vector(4, &signed(&s), &s);
+    assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw5_signature_in_evil_assertion_original_appended() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let e = evil_copy(&a, "_evil", &s.assertion_id).replacen(
-        "</saml:Issuer>",
-        &format!("</saml:Issuer>{}", signature(&a)),
-        1,
-    );
-    let evil = replace_assertion(&orig, &e).replace(
-        "</samlp:Response>",
-        &format!("{}</samlp:Response>", without_signature(&a)),
-    );
+    let s = xsw::spec_for(5, spec());
+    let evil = xsw::vector(5, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw6_original_inside_signature_of_evil_assertion() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let sig = signature(&a).replace("</ds:Signature>", &format!("{a}</ds:Signature>"));
-    let e = evil_copy(&a, "_evil", &s.assertion_id).replacen(
-        "</saml:Issuer>",
-        &format!("</saml:Issuer>{sig}"),
-        1,
-    );
-    assert!(matches!(
-        rejected(&replace_assertion(&orig, &e)),
-        Error::Structure(_)
-    ));
+    let s = xsw::spec_for(6, spec());
+    let evil = xsw::vector(6, &signed(&s), &s);
+    assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw7_signed_assertion_in_extensions() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let e = evil_copy(&a, "_evil", &s.assertion_id);
-    let evil = replace_assertion(&orig, &e).replacen(
-        "</saml:Issuer>",
-        &format!("</saml:Issuer><samlp:Extensions>{a}</samlp:Extensions>"),
-        1,
-    );
+    let s = xsw::spec_for(7, spec());
+    let evil = xsw::vector(7, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw8_original_in_ds_object() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let sig = signature(&a).replace(
-        "</ds:Signature>",
-        &format!(
-            "<ds:Object>{}</ds:Object></ds:Signature>",
-            without_signature(&a)
-        ),
-    );
-    let e = without_signature(&a)
-        .replace("alice@example.com", "admin@evil.test")
-        .replacen("</saml:Issuer>", &format!("</saml:Issuer>{sig}"), 1);
-    assert!(matches!(
-        rejected(&replace_assertion(&orig, &e)),
-        Error::Structure(_)
-    ));
+    let s = xsw::spec_for(8, spec());
+    let evil = xsw::vector(8, &signed(&s), &s);
+    assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw9_original_in_unknown_wrapper() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let e = evil_copy(&a, "_evil", &s.assertion_id);
-    let evil = replace_assertion(
-        &orig,
-        &format!(r#"<xsw:wrapper xmlns:xsw="urn:evil">{a}</xsw:wrapper>{e}"#),
-    );
+    let s = xsw::spec_for(9, spec());
+    let evil = xsw::vector(9, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw10_original_in_advice_of_evil_assertion_with_same_id() {
-    let s = spec();
-    let orig = signed(&s);
-    let a = assertion(&orig);
-    let e = without_signature(&a)
-        .replace("alice@example.com", "admin@evil.test")
-        .replace(
-            "</saml:Conditions>",
-            &format!("</saml:Conditions><saml:Advice>{a}</saml:Advice>"),
-        );
-    assert!(matches!(
-        rejected(&replace_assertion(&orig, &e)),
-        Error::Structure(_)
-    ));
+    let s = xsw::spec_for(10, spec());
+    let evil = xsw::vector(10, &signed(&s), &s);
+    assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]

@@ -7,3 +7,4 @@ pub mod fake_scim;
 pub mod gateway;
 pub mod sso;
 pub mod webdriver;
+pub mod xsw;
