@@ -379,6 +379,54 @@ async fn idp_initiated_post_logout_with_xml_signature_and_session_index() {
     assert!(signed_in(&sso, &c2).await);
 }
 
+/// A LogoutRequest may hide its NameID in an EncryptedID (core §3.7.1): decrypted with the SP
+/// key it ends the user's sessions; encrypted to another key, or with no SP key configured, it
+/// is refused and ends nothing.
+#[tokio::test]
+async fn idp_initiated_logout_with_an_encrypted_name_id() {
+    let name_id = r#"<saml:NameID xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">alice@example.com</saml:NameID>"#;
+    // A signed POST LogoutRequest for alice whose NameID is encrypted to `to`.
+    let request = |sso: &Sso, to: &TestIdp| {
+        let id = new_id();
+        let template = sso
+            .idp
+            .signature_template(&id, SignAlgorithm::RsaSha256)
+            .unwrap();
+        let plain = alice(sso).xml(&id, Some(&template));
+        let start = plain.find("<saml:NameID").unwrap();
+        let end = plain.find("</saml:NameID>").unwrap() + "</saml:NameID>".len();
+        let encrypted =
+            samlgate::demo::signer::encrypted_id(name_id, &to.cert_pem().unwrap()).unwrap();
+        let xml = format!("{}{encrypted}{}", &plain[..start], &plain[end..]);
+        assert!(!xml.contains("alice@example.com"), "{xml}");
+        STANDARD.encode(sso.idp.sign_document(&xml).unwrap())
+    };
+    let (sso, sp, _dir) = start_with_sp_key().await;
+    let mut b = Browser::new();
+    let cookie = login(&sso, &mut b, "_e1").await;
+    let stranger = TestIdp::generate("stranger").unwrap();
+    let resp = post_logout(&sso, "SAMLRequest", &request(&sso, &stranger)).await;
+    assert_eq!(resp.status(), 403);
+    assert!(
+        signed_in(&sso, &cookie).await,
+        "refused, yet the session ended"
+    );
+    let resp = post_logout(&sso, "SAMLRequest", &request(&sso, &sp)).await;
+    assert_eq!(resp.status(), 302);
+    assert!(
+        !signed_in(&sso, &cookie).await,
+        "the session outlived the logout"
+    );
+
+    // Without an SP key the EncryptedID cannot be read: refused.
+    let keyless = Sso::start(Opts::default()).await;
+    let mut b = Browser::new();
+    let cookie = login(&keyless, &mut b, "_e2").await;
+    let resp = post_logout(&keyless, "SAMLRequest", &request(&keyless, &sp)).await;
+    assert_eq!(resp.status(), 403);
+    assert!(signed_in(&keyless, &cookie).await);
+}
+
 #[tokio::test]
 async fn bad_idp_logout_requests_are_refused_and_end_nothing() {
     let (sso, _sp, _dir) = start_with_sp_key().await;

@@ -459,7 +459,7 @@ impl TestIdp {
             assertion = strip_xml_declaration(&self.sign_document(&assertion)?).to_string();
         }
         if let Some(pem) = &spec.encrypt_to_pem {
-            assertion = encrypt_assertion(&assertion, pem)?;
+            assertion = encrypt_element(&assertion, "EncryptedAssertion", pem)?;
         }
 
         let issuer = xml_escape(spec.issuer.as_deref().unwrap_or(&self.entity_id));
@@ -511,9 +511,16 @@ pub fn strip_xml_declaration(xml: &str) -> &str {
     t
 }
 
-/// Encrypts an Assertion to an SP certificate (XML Encryption 1.0 §3.5.1 / SAML core §2.3.4):
-/// AES-128-CBC content encryption, RSA-OAEP-MGF1P (SHA-1) key transport.
-fn encrypt_assertion(assertion: &str, sp_cert_pem: &str) -> Result<String, SignerError> {
+/// `<saml:EncryptedID>` hiding the NameID element `name_id_xml` from everyone but the holder of
+/// the key of `sp_cert_pem` (SAML core §2.2.4), as a LogoutRequest may carry it.
+pub fn encrypted_id(name_id_xml: &str, sp_cert_pem: &str) -> Result<String, SignerError> {
+    encrypt_element(name_id_xml, "EncryptedID", sp_cert_pem)
+}
+
+/// Encrypts an element to an SP certificate inside `<saml:{wrapper}>` (XML Encryption 1.0
+/// §3.5.1 / SAML core §2.3.4): AES-128-CBC content encryption, RSA-OAEP-MGF1P (SHA-1) key
+/// transport.
+fn encrypt_element(element: &str, wrapper: &str, sp_cert_pem: &str) -> Result<String, SignerError> {
     let cert = X509::from_pem(sp_cert_pem.as_bytes())?;
     let rsa = cert.public_key()?.rsa()?;
     let key: [u8; 16] = rand::random();
@@ -524,22 +531,23 @@ fn encrypt_assertion(assertion: &str, sp_cert_pem: &str) -> Result<String, Signe
         Cipher::aes_128_cbc(),
         &key,
         Some(&iv),
-        assertion.as_bytes(),
+        element.as_bytes(),
     )?);
     let mut wrapped = vec![0u8; rsa.size() as usize];
     let n = rsa.public_encrypt(&key, &mut wrapped, Padding::PKCS1_OAEP)?;
     wrapped.truncate(n);
     Ok(format!(
         concat!(
-            r#"<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">"#,
+            r#"<saml:{wrapper}><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">"#,
             r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>"#,
             r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey>"#,
             r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"><ds:DigestMethod Algorithm="http://www.w3.org/2000/09/xmldsig#sha1"/></xenc:EncryptionMethod>"#,
             r#"<xenc:CipherData><xenc:CipherValue>{key}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>"#,
-            r#"<xenc:CipherData><xenc:CipherValue>{data}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>"#
+            r#"<xenc:CipherData><xenc:CipherValue>{data}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:{wrapper}>"#
         ),
         key = STANDARD.encode(&wrapped),
         data = STANDARD.encode(&data),
+        wrapper = wrapper,
     ))
 }
 

@@ -75,8 +75,9 @@ fn unwrap_key(ek: Node<'_, '_>, key: &PKey<Private>) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decrypts the EncryptedAssertion element `enc` and returns the plaintext Assertion XML.
-pub fn decrypt_assertion(enc: Node<'_, '_>, key: &PKey<Private>) -> Result<String, Undecryptable> {
+/// Decrypts an encrypted SAML element `enc` (EncryptedAssertion, EncryptedID: SAML core
+/// §2.2.4, §2.3.4) and returns the plaintext XML of the element it hides.
+pub fn decrypt_element(enc: Node<'_, '_>, key: &PKey<Private>) -> Result<String, Undecryptable> {
     let data = enc
         .children()
         .find(|c| is(*c, NS_XENC, "EncryptedData"))

@@ -115,9 +115,12 @@ pub enum LogoutError {
         /// Element/attribute.
         field: &'static str,
     },
-    /// No NameID (an EncryptedID or BaseID is not supported).
+    /// No NameID, or no EncryptedID hiding one (a BaseID is not supported), or both.
     #[error("logout request has no NameID")]
     MissingNameId,
+    /// An EncryptedID that `saml.sp_key_file` cannot decrypt (no key, or another key).
+    #[error("logout request's EncryptedID cannot be decrypted with saml.sp_key_file")]
+    EncryptedId,
     /// The outgoing message could not be encoded or signed.
     #[error("could not encode the logout message: {0}")]
     Encode(#[from] RequestError),
@@ -630,10 +633,18 @@ impl Saml {
         if !msg.is_request {
             return Err(LogoutError::WrongKind);
         }
-        let xml = self.verified_logout_xml(msg)?;
+        let xml = self.decrypt_name_id(self.verified_logout_xml(msg)?)?;
         let doc = Document::parse(&xml).map_err(|_| LogoutError::VerifiedMismatch)?;
         let root = doc.root_element();
         let id = self.check_logout_common(root, now)?;
+        if root
+            .children()
+            .filter(|c| is(*c, NS_SAML, "NameID") || is(*c, NS_SAML, "EncryptedID"))
+            .count()
+            != 1
+        {
+            return Err(LogoutError::MissingNameId);
+        }
         if let Some(na) = root.attribute("NotOnOrAfter") {
             let na = time(Some(na), "NotOnOrAfter")?;
             if now >= na + super::to_chrono(self.policy.clock_skew) {
@@ -658,6 +669,26 @@ impl Saml {
             session_indexes,
             relay_state: msg.relay_state.clone(),
         })
+    }
+
+    /// The verified LogoutRequest with its EncryptedID (core §3.7.1) replaced by the NameID it
+    /// hides, decrypted with the SP key. The plaintext is spliced in place so it keeps the
+    /// request's namespace context; the result is parsed again, without DTDs, by the caller.
+    fn decrypt_name_id(&self, xml: String) -> Result<String, LogoutError> {
+        let doc = Document::parse(&xml).map_err(|_| LogoutError::VerifiedMismatch)?;
+        let Some(enc) = child(doc.root_element(), NS_SAML, "EncryptedID") else {
+            return Ok(xml);
+        };
+        let key = self.sp_key.as_ref().ok_or(LogoutError::EncryptedId)?;
+        let plaintext =
+            super::decrypt::decrypt_element(enc, key).map_err(|_| LogoutError::EncryptedId)?;
+        let range = enc.range();
+        Ok(format!(
+            "{}{}{}",
+            &xml[..range.start],
+            harden::strip_declaration(&plaintext),
+            &xml[range.end..]
+        ))
     }
 
     /// Verifies the IdP's LogoutResponse to our LogoutRequest `pending` (signature, then core

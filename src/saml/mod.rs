@@ -627,7 +627,7 @@ impl Saml {
         // S10: decrypt, then verify the decrypted Assertion's own signature (if any).
         let key = self.sp_key.as_ref().ok_or(Error::NoDecryptionKey)?;
         let enc = top_assertion(response).ok_or(Error::VerifiedMismatch)?;
-        let plaintext = decrypt::decrypt_assertion(enc, key).map_err(|_| Error::Decryption)?;
+        let plaintext = decrypt::decrypt_element(enc, key).map_err(|_| Error::Decryption)?;
         let plaintext = harden::strip_declaration(&plaintext);
         // Splice the plaintext in place of the EncryptedAssertion (so it keeps the Response's
         // namespace context) and drop the Response signature, which no longer applies (it was
