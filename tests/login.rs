@@ -425,6 +425,190 @@ async fn signature_wrapping_vectors_are_refused_at_the_acs() {
     }
 }
 
+/// The genuine signed response XML for this pending login, with the spec it was made from.
+fn genuine(s: &Sso, id: &str) -> (String, samlgate::demo::signer::ResponseSpec) {
+    let spec = s.spec(Some(id));
+    (s.idp.response_xml(&spec).unwrap(), spec)
+}
+
+fn with_doctype(xml: &str, doctype: &str) -> String {
+    let body = samlgate::demo::signer::strip_xml_declaration(xml);
+    format!("<?xml version=\"1.0\"?>\n{doctype}\n{body}")
+}
+
+/// The rest of SECURITY.md's signature and parser catalogue, posted to the live ACS (the
+/// function-level twins are in `saml_attacks`): each is refused with no session and nothing at
+/// the dashboard, and the SSRF/XXE canary records no connection.
+#[tokio::test]
+async fn signature_and_parser_attacks_are_refused_at_the_acs() {
+    use support::xsw::{assertion, without_signature};
+    let sso = Sso::start(Opts::default()).await;
+    let canary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    canary.set_nonblocking(true).unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/canary",
+        canary.local_addr().unwrap().port()
+    );
+    type Make = Box<dyn Fn(&Sso, &str) -> String>;
+    let exc_c14n = r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#;
+    let to_canary = url.clone();
+    let retrieval = url.clone();
+    let xxe = url.clone();
+    let param = url.clone();
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "duplicate IDs",
+            Box::new(|s, id| {
+                let (x, _) = genuine(s, id);
+                let e = without_signature(&assertion(&x))
+                    .replace("alice@example.com", "admin@evil.test");
+                b64(&x.replacen(
+                    "</saml:Issuer>",
+                    &format!("</saml:Issuer><samlp:Extensions>{e}</samlp:Extensions>"),
+                    1,
+                ))
+            }),
+        ),
+        (
+            "Reference URI to http",
+            Box::new(move |s, id| {
+                let (x, sp) = genuine(s, id);
+                b64(&x.replace(
+                    &format!(r##"URI="#{}""##, sp.assertion_id),
+                    &format!(r#"URI="{to_canary}""#),
+                ))
+            }),
+        ),
+        (
+            "Reference URI to a file",
+            Box::new(|s, id| {
+                let (x, sp) = genuine(s, id);
+                b64(&x.replace(
+                    &format!(r##"URI="#{}""##, sp.assertion_id),
+                    r#"URI="file:///etc/passwd""#,
+                ))
+            }),
+        ),
+        (
+            "RetrievalMethod in KeyInfo",
+            Box::new(move |s, id| {
+                let (x, _) = genuine(s, id);
+                b64(&x.replacen(
+                    "<ds:X509Data>",
+                    &format!(r#"<ds:RetrievalMethod URI="{retrieval}" Type="http://www.w3.org/2000/09/xmldsig#X509Data"/><ds:X509Data>"#),
+                    1,
+                ))
+            }),
+        ),
+        (
+            "XSLT transform",
+            Box::new(move |s, id| {
+                let (x, _) = genuine(s, id);
+                b64(&x.replacen(
+                    exc_c14n,
+                    r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116"><xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"><xsl:template match="/"><xsl:copy-of select="document('file:///etc/passwd')"/></xsl:template></xsl:stylesheet></ds:Transform>"#,
+                    1,
+                ))
+            }),
+        ),
+        (
+            "XPath transform",
+            Box::new(move |s, id| {
+                let (x, _) = genuine(s, id);
+                b64(&x.replacen(
+                    exc_c14n,
+                    r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>not(ancestor-or-self::saml:Attribute)</ds:XPath></ds:Transform>"#,
+                    1,
+                ))
+            }),
+        ),
+        (
+            "CDATA in NameID",
+            Box::new(|s, id| {
+                let mut sp = s.spec(Some(id));
+                sp.name_id = "alice@example.com.evil.test".into();
+                b64(&s.idp.response_xml(&sp).unwrap().replace(
+                    "alice@example.com.evil.test</saml:NameID>",
+                    "alice@example.com<![CDATA[]]>.evil.test</saml:NameID>",
+                ))
+            }),
+        ),
+        (
+            "XXE over http",
+            Box::new(move |s, id| {
+                let (x, _) = genuine(s, id);
+                let x = x.replace(">alice@example.com</saml:NameID>", ">&xxe;</saml:NameID>");
+                b64(&with_doctype(
+                    &x,
+                    &format!(r#"<!DOCTYPE r [<!ENTITY xxe SYSTEM "{xxe}">]>"#),
+                ))
+            }),
+        ),
+        (
+            "parameter entity over http",
+            Box::new(move |s, id| {
+                let (x, _) = genuine(s, id);
+                b64(&with_doctype(
+                    &x,
+                    &format!(r#"<!DOCTYPE r [<!ENTITY % p SYSTEM "{param}"> %p;]>"#),
+                ))
+            }),
+        ),
+        (
+            "billion laughs",
+            Box::new(|s, id| {
+                let mut dtd = String::from(r#"<!DOCTYPE r [<!ENTITY l0 "lol">"#);
+                for i in 1..10 {
+                    dtd.push_str(&format!(
+                        r#"<!ENTITY l{i} "{}">"#,
+                        format!("&l{};", i - 1).repeat(10)
+                    ));
+                }
+                dtd.push_str("]>");
+                let (x, _) = genuine(s, id);
+                let x = x.replace(">alice@example.com</saml:NameID>", ">&l9;</saml:NameID>");
+                b64(&with_doctype(&x, &dtd))
+            }),
+        ),
+        (
+            "multiple roots",
+            Box::new(|s, id| {
+                let (a, _) = genuine(s, id);
+                let (b, _) = genuine(s, id);
+                b64(&format!(
+                    "{a}{}",
+                    samlgate::demo::signer::strip_xml_declaration(&b)
+                ))
+            }),
+        ),
+        (
+            "deep nesting",
+            Box::new(|s, id| {
+                let depth = 20_000;
+                let nest = format!("{}{}", "<x>".repeat(depth), "</x>".repeat(depth));
+                let (x, _) = genuine(s, id);
+                b64(&x.replace(
+                    "</samlp:Response>",
+                    &format!("<samlp:Extensions>{nest}</samlp:Extensions></samlp:Response>"),
+                ))
+            }),
+        ),
+    ];
+    for (name, make) in &cases {
+        assert_refused(&sso, name, make).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    match canary.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("the canary was contacted from {peer}"),
+        Err(e) => panic!("canary: {e}"),
+    }
+    // The control: the same gateway still signs the genuine response in.
+    let mut b = Browser::new();
+    let (resp, _) = sso.login(&mut b, "/").await;
+    assert!(sets_session(&resp), "control: status {}", resp.status());
+}
+
 #[tokio::test]
 async fn the_attack_catalogue_is_refused_at_the_acs() {
     let sso = Sso::start(Opts::default()).await;
