@@ -404,20 +404,20 @@ fn b64(xml: &str) -> String {
 /// are made from, signed both ways, sign a user in (the control).
 #[tokio::test]
 async fn signature_wrapping_vectors_are_refused_at_the_acs() {
-    use support::xsw;
+    use support::attacks;
     let sso = Sso::start(Opts::default()).await;
-    for n in xsw::ALL {
+    for n in attacks::XSW_ALL {
         assert_refused(&sso, &format!("XSW{n}"), |s, id| {
-            let spec = xsw::spec_for(n, s.spec(Some(id)));
+            let spec = attacks::xsw_spec(n, s.spec(Some(id)));
             let orig = s.idp.response_xml(&spec).unwrap();
-            b64(&xsw::vector(n, &orig, &spec))
+            b64(&attacks::xsw(n, &orig, &spec))
         })
         .await;
     }
     for n in [1, 3] {
         let mut b = Browser::new();
         let start = b.start_login(&sso.gw, "/").await;
-        let spec = xsw::spec_for(n, sso.spec(Some(&start.request_id)));
+        let spec = attacks::xsw_spec(n, sso.spec(Some(&start.request_id)));
         let (resp, _) = b
             .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
             .await;
@@ -431,17 +431,12 @@ fn genuine(s: &Sso, id: &str) -> (String, samlgate::demo::signer::ResponseSpec) 
     (s.idp.response_xml(&spec).unwrap(), spec)
 }
 
-fn with_doctype(xml: &str, doctype: &str) -> String {
-    let body = samlgate::demo::signer::strip_xml_declaration(xml);
-    format!("<?xml version=\"1.0\"?>\n{doctype}\n{body}")
-}
-
 /// The rest of SECURITY.md's signature and parser catalogue, posted to the live ACS (the
 /// function-level twins are in `saml_attacks`): each is refused with no session and nothing at
 /// the dashboard, and the SSRF/XXE canary records no connection.
 #[tokio::test]
 async fn signature_and_parser_attacks_are_refused_at_the_acs() {
-    use support::xsw::{assertion, without_signature};
+    use support::attacks::{assertion, billion_laughs_dtd, with_doctype, without_signature};
     let sso = Sso::start(Opts::default()).await;
     let canary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     canary.set_nonblocking(true).unwrap();
@@ -557,14 +552,7 @@ async fn signature_and_parser_attacks_are_refused_at_the_acs() {
         (
             "billion laughs",
             Box::new(|s, id| {
-                let mut dtd = String::from(r#"<!DOCTYPE r [<!ENTITY l0 "lol">"#);
-                for i in 1..10 {
-                    dtd.push_str(&format!(
-                        r#"<!ENTITY l{i} "{}">"#,
-                        format!("&l{};", i - 1).repeat(10)
-                    ));
-                }
-                dtd.push_str("]>");
+                let dtd = billion_laughs_dtd();
                 let (x, _) = genuine(s, id);
                 let x = x.replace(">alice@example.com</saml:NameID>", ">&l9;</saml:NameID>");
                 b64(&with_doctype(&x, &dtd))

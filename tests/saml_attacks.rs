@@ -20,9 +20,12 @@ use samlgate::saml::{
     Error, IdpMetadata, MetadataError, Policy, Reduce, Saml, SetupError, Verified,
 };
 
-#[path = "support/xsw.rs"]
-mod xsw;
-use xsw::{assertion, element, evil_copy, replace_assertion, without_signature};
+#[path = "support/attacks.rs"]
+mod attacks;
+use attacks::{
+    assertion, billion_laughs_dtd, element, evil_copy, replace_assertion, with_doctype,
+    without_signature,
+};
 
 const IDP: &str = "https://idp.example.com/metadata";
 
@@ -200,22 +203,22 @@ fn tampered_ciphertext_gives_one_generic_error() {
 
 #[test]
 fn xsw1_signed_response_inside_evil_response_signature() {
-    let s = xsw::spec_for(1, spec());
-    let evil = xsw::vector(1, &signed(&s), &s);
+    let s = attacks::xsw_spec(1, spec());
+    let evil = attacks::xsw(1, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw2_signed_response_before_evil_signature() {
-    let s = xsw::spec_for(2, spec());
-    let evil = xsw::vector(2, &signed(&s), &s);
+    let s = attacks::xsw_spec(2, spec());
+    let evil = attacks::xsw(2, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw3_evil_assertion_before_signed_one() {
-    let s = xsw::spec_for(3, spec());
-    let evil = xsw::vector(3, &signed(&s), &s);
+    let s = attacks::xsw_spec(3, spec());
+    let evil = attacks::xsw(3, &signed(&s), &s);
     assert_eq!(
         rejected(&evil),
         Error::Structure(HardenError::AssertionCount { found: 2 })
@@ -224,50 +227,50 @@ fn xsw3_evil_assertion_before_signed_one() {
 
 #[test]
 fn xsw4_signed_assertion_inside_evil_assertion() {
-    let s = xsw::spec_for(4, spec());
-    let evil = xsw::vector(4, &signed(&s), &s);
+    let s = attacks::xsw_spec(4, spec());
+    let evil = attacks::xsw(4, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw5_signature_in_evil_assertion_original_appended() {
-    let s = xsw::spec_for(5, spec());
-    let evil = xsw::vector(5, &signed(&s), &s);
+    let s = attacks::xsw_spec(5, spec());
+    let evil = attacks::xsw(5, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw6_original_inside_signature_of_evil_assertion() {
-    let s = xsw::spec_for(6, spec());
-    let evil = xsw::vector(6, &signed(&s), &s);
+    let s = attacks::xsw_spec(6, spec());
+    let evil = attacks::xsw(6, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw7_signed_assertion_in_extensions() {
-    let s = xsw::spec_for(7, spec());
-    let evil = xsw::vector(7, &signed(&s), &s);
+    let s = attacks::xsw_spec(7, spec());
+    let evil = attacks::xsw(7, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw8_original_in_ds_object() {
-    let s = xsw::spec_for(8, spec());
-    let evil = xsw::vector(8, &signed(&s), &s);
+    let s = attacks::xsw_spec(8, spec());
+    let evil = attacks::xsw(8, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw9_original_in_unknown_wrapper() {
-    let s = xsw::spec_for(9, spec());
-    let evil = xsw::vector(9, &signed(&s), &s);
+    let s = attacks::xsw_spec(9, spec());
+    let evil = attacks::xsw(9, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
 #[test]
 fn xsw10_original_in_advice_of_evil_assertion_with_same_id() {
-    let s = xsw::spec_for(10, spec());
-    let evil = xsw::vector(10, &signed(&s), &s);
+    let s = attacks::xsw_spec(10, spec());
+    let evil = attacks::xsw(10, &signed(&s), &s);
     assert!(matches!(rejected(&evil), Error::Structure(_)));
 }
 
@@ -546,11 +549,6 @@ fn cdata_in_name_id() {
     );
 }
 
-fn with_doctype(xml: &str, doctype: &str) -> String {
-    let body = samlgate::demo::signer::strip_xml_declaration(xml);
-    format!("<?xml version=\"1.0\"?>\n{doctype}\n{body}")
-}
-
 #[test]
 fn xxe_file_and_http() {
     let canary = Canary::new();
@@ -578,14 +576,7 @@ fn xxe_file_and_http() {
 
 #[test]
 fn billion_laughs() {
-    let mut dtd = String::from(r#"<!DOCTYPE r [<!ENTITY l0 "lol">"#);
-    for i in 1..10 {
-        dtd.push_str(&format!(
-            r#"<!ENTITY l{i} "{}">"#,
-            format!("&l{};", i - 1).repeat(10)
-        ));
-    }
-    dtd.push_str("]>");
+    let dtd = billion_laughs_dtd();
     let xml = signed(&spec()).replace(">alice@example.com</saml:NameID>", ">&l9;</saml:NameID>");
     assert_eq!(
         rejected(&with_doctype(&xml, &dtd)),

@@ -2,9 +2,9 @@
 //! port 0, and helpers that start the real gateway there.
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a different part
 
+pub mod attacks;
 pub mod dashboard;
 pub mod fake_scim;
 pub mod gateway;
 pub mod sso;
 pub mod webdriver;
-pub mod xsw;

@@ -1,5 +1,6 @@
-//! The XML Signature Wrapping vectors XSW1–XSW10 of SECURITY.md, built from a genuine signed
-//! response. `saml_attacks` sends them to `Saml::verify`; `login` posts them to the live ACS.
+//! Attack builders of SECURITY.md's catalogue shared by `saml_attacks` (which sends them to
+//! `Saml::verify`) and `login` (which posts them to the live ACS): the XML Signature Wrapping
+//! vectors XSW1–XSW10, built from a genuine signed response, and the DTD attacks.
 #![allow(dead_code)]
 
 use samlgate::demo::signer::{ResponseSpec, SignMode};
@@ -37,11 +38,11 @@ pub fn replace_assertion(xml: &str, with: &str) -> String {
 }
 
 /// The vectors, XSW1 to XSW10.
-pub const ALL: std::ops::RangeInclusive<u8> = 1..=10;
+pub const XSW_ALL: std::ops::RangeInclusive<u8> = 1..=10;
 
 /// `base` signed the way vector `n` needs: XSW1 and XSW2 wrap a signed Response, the others a
 /// signed Assertion (the IdP default).
-pub fn spec_for(n: u8, base: ResponseSpec) -> ResponseSpec {
+pub fn xsw_spec(n: u8, base: ResponseSpec) -> ResponseSpec {
     ResponseSpec {
         sign: if n <= 2 {
             SignMode::Response
@@ -52,9 +53,9 @@ pub fn spec_for(n: u8, base: ResponseSpec) -> ResponseSpec {
     }
 }
 
-/// Vector `n` made from `orig`, the genuine response signed for `s` (see [`spec_for`]). Each
+/// Vector `n` made from `orig`, the genuine response signed for `s` (see [`xsw_spec`]). Each
 /// one claims the subject `admin@evil.test` while keeping the genuine signature somewhere.
-pub fn vector(n: u8, orig: &str, s: &ResponseSpec) -> String {
+pub fn xsw(n: u8, orig: &str, s: &ResponseSpec) -> String {
     let a = assertion(orig);
     match n {
         // The signed Response moved inside the evil Response's signature.
@@ -150,4 +151,23 @@ pub fn vector(n: u8, orig: &str, s: &ResponseSpec) -> String {
         ),
         _ => panic!("no vector XSW{n}"),
     }
+}
+
+/// `xml` with its XML declaration and `doctype` in front.
+pub fn with_doctype(xml: &str, doctype: &str) -> String {
+    let body = samlgate::demo::signer::strip_xml_declaration(xml);
+    format!("<?xml version=\"1.0\"?>\n{doctype}\n{body}")
+}
+
+/// A DOCTYPE whose entity `&l9;` expands to 10^9 "lol"s.
+pub fn billion_laughs_dtd() -> String {
+    let mut dtd = String::from(r#"<!DOCTYPE r [<!ENTITY l0 "lol">"#);
+    for i in 1..10 {
+        dtd.push_str(&format!(
+            r#"<!ENTITY l{i} "{}">"#,
+            format!("&l{};", i - 1).repeat(10)
+        ));
+    }
+    dtd.push_str("]>");
+    dtd
 }
