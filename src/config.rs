@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request head; slower ones are cut (slowloris).
+    pub header_read_timeout: Duration,
     /// Gateway worker threads, each with its own event loop (default: one per CPU).
     pub workers: usize,
 }
@@ -539,6 +541,7 @@ struct RawServer {
     max_connections: usize,
     max_header_bytes: usize,
     shutdown_grace: String,
+    header_read_timeout: String,
     workers: usize,
 }
 
@@ -553,6 +556,7 @@ impl Default for RawServer {
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             shutdown_grace: "25s".into(),
+            header_read_timeout: "30s".into(),
             workers: 0,
         }
     }
@@ -1139,6 +1143,14 @@ impl Validator {
             self.problem("server.max_header_bytes", "must be at least 1024");
         }
         let shutdown_grace = self.duration("server.shutdown_grace", &raw.shutdown_grace);
+        let header_read_timeout =
+            self.duration("server.header_read_timeout", &raw.header_read_timeout);
+        if header_read_timeout < Duration::from_secs(1) {
+            self.problem(
+                "server.header_read_timeout",
+                "must be at least 1s (it cuts clients that send their request head too slowly)",
+            );
+        }
         ServerConfig {
             listen,
             trusted_proxies,
@@ -1149,6 +1161,7 @@ impl Validator {
             max_connections: raw.max_connections.max(1),
             max_header_bytes: raw.max_header_bytes.max(1024),
             shutdown_grace,
+            header_read_timeout,
             workers: match raw.workers {
                 0 => std::thread::available_parallelism().map_or(1, usize::from),
                 n => n,

@@ -164,12 +164,15 @@ pub fn start_with(
     }
 }
 
-fn http_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+fn http_builder(
+    max_header_bytes: usize,
+    header_read_timeout: Duration,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(max_header_bytes.max(8192));
     builder
         .http2()
@@ -188,7 +191,10 @@ async fn serve_gateway(
     limit: Arc<Semaphore>,
     worker: usize,
 ) {
-    let builder = Arc::new(http_builder(app.config.server.max_header_bytes));
+    let builder = Arc::new(http_builder(
+        app.config.server.max_header_bytes,
+        app.config.server.header_read_timeout,
+    ));
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -267,7 +273,10 @@ async fn serve_gateway(
 }
 
 async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let builder = Arc::new(http_builder(16 * 1024));
+    let builder = Arc::new(http_builder(
+        16 * 1024,
+        app.config.server.header_read_timeout,
+    ));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, _) = tokio::select! {

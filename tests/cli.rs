@@ -43,6 +43,7 @@ fn config_errors_are_collected_and_name_each_key() {
 [server]
 listen = "not-an-address"
 public_url = "ftp://x"
+header_read_timeout = "10ms"
 [upstream]
 url = "http://127.0.0.1:3000"
 request_timeout = "soon"
@@ -60,6 +61,7 @@ store = "postgres"
     for key in [
         "server.listen",
         "server.public_url",
+        "server.header_read_timeout",
         "upstream.request_timeout",
         "upstream.public_paths",
         "saml.idp_metadata_file",

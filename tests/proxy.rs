@@ -379,6 +379,42 @@ async fn oversized_request_head_is_refused() {
     let _ = send;
 }
 
+/// A client that sends its request head too slowly (slowloris) is cut off after
+/// `server.header_read_timeout`, and the dashboard sees nothing.
+#[tokio::test]
+async fn slow_request_heads_are_cut_off() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start_toml(&gateway::toml(
+        "{public_url}",
+        &dash.url(),
+        gateway::Opts {
+            server: "header_read_timeout = \"1s\"",
+            ..gateway::Opts::default()
+        },
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /static/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("the half-sent request was still open after 10 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {read:?}"
+    );
+    // hyper answers 408 before closing, or just closes (a reset counts too).
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        buf.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "unexpected answer: {text}"
+    );
+    assert!(dash.seen().is_empty());
+}
+
 /// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
 fn localhost_cert(
     dir: &std::path::Path,
