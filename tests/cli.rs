@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use support::dashboard::Dashboard;
 use support::gateway::{get, run_cli};
+use support::local::free_port;
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
     let path = dir.path().join("samlgate.toml");
@@ -122,14 +123,6 @@ fn check_never_prints_secrets_and_env_overrides_apply() {
 fn secret_debug_is_redacted() {
     let s = samlgate::config::Secret::new("hunter2-hunter2");
     assert_eq!(format!("{s:?} {s}"), "*** ***");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use percent_encoding::percent_decode_str;
 use support::dashboard::Seen;
 use support::fake_scim::FakeScim;
 use support::gateway::{self, Opts, get, raw_get};
-use support::sso::{Browser, Sso};
+use support::sso::{Browser, Sso, set_attribute};
 
 const JWT: &str = "[headers.jwt]\naudience = \"dashboard\"\n";
 
@@ -44,8 +44,9 @@ const SPOOFS: &[&str] = &[
     "remote_user: SPOOF",
 ];
 
-/// Signs `b` in through the real SP-initiated flow as a user with these attributes.
-async fn login_as(sso: &Sso, b: &mut Browser, email: &str, name: (&str, &str), groups: &[&str]) {
+/// A new browser signed in through the real SP-initiated flow as a user with these attributes.
+async fn signed_in(sso: &Sso, email: &str, name: (&str, &str), groups: &[&str]) -> Browser {
+    let mut b = Browser::new();
     let start = b.start_login(&sso.gw, "/").await;
     let mut spec = sso.spec(Some(&start.request_id));
     spec.name_id = email.into();
@@ -54,15 +55,11 @@ async fn login_as(sso: &Sso, b: &mut Browser, email: &str, name: (&str, &str), g
         ("firstName".into(), vec![name.0.into()]),
         ("lastName".into(), vec![name.1.into()]),
     ];
-    if !groups.is_empty() {
-        spec.attributes.push((
-            "groups".into(),
-            groups.iter().map(|g| g.to_string()).collect(),
-        ));
-    }
+    set_attribute(&mut spec, "groups", groups);
     let value = sso.form_value(&spec);
     let (resp, _) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
     assert_eq!(resp.status(), 303, "login failed");
+    b
 }
 
 fn cookie_line(b: &Browser) -> String {
@@ -113,15 +110,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream_with_or_without_a_ses
     assert_eq!(sso.dash.seen().len(), before);
 
     // With a session: exactly our values, one of each.
-    let mut b = Browser::new();
-    login_as(
-        &sso,
-        &mut b,
-        "alice@example.com",
-        ("Alice", "Liddell"),
-        &["staff"],
-    )
-    .await;
+    let b = signed_in(&sso, "alice@example.com", ("Alice", "Liddell"), &["staff"]).await;
     let cookie = cookie_line(&b);
     let mut lines: Vec<&str> = SPOOFS.to_vec();
     lines.push(&cookie);
@@ -164,16 +153,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream_with_or_without_a_ses
 #[tokio::test]
 async fn groups_with_commas_and_non_ascii_values_round_trip_as_documented() {
     let sso = Sso::start(Opts::default()).await;
-    let mut b = Browser::new();
     let groups = ["R&D, Europe", "Zoë's team", "100%", "plain"];
-    login_as(
-        &sso,
-        &mut b,
-        "jose@example.com",
-        ("José", "Müller"),
-        &groups,
-    )
-    .await;
+    let mut b = signed_in(&sso, "jose@example.com", ("José", "Müller"), &groups).await;
     let (resp, _) = b.get(&format!("{}/reports", sso.gw.public_url)).await;
     assert_eq!(resp.status(), 200);
     let seen = sso.dash.last();
@@ -204,10 +185,8 @@ async fn grafana_preset_sends_x_webauth_headers_with_the_permission_set_as_role(
         ..Opts::default()
     })
     .await;
-    let mut b = Browser::new();
-    login_as(
+    let b = signed_in(
         &sso,
-        &mut b,
         "gina@example.com",
         ("Gina", "Graf"),
         &["viewers", "ops"],
@@ -282,10 +261,8 @@ async fn identity_jwt_verifies_against_the_jwks_has_the_claims_and_expires() {
     .await;
     let set = jwks(&sso).await;
     assert_eq!(set.keys.len(), 1);
-    let mut b = Browser::new();
-    login_as(
+    let mut b = signed_in(
         &sso,
-        &mut b,
         "alice@example.com",
         ("Alice", "Liddell"),
         &["staff", "dashboard-admins"],
@@ -420,15 +397,7 @@ async fn access_rules_by_group_domain_path_and_method_answer_403_naming_what_is_
     })
     .await;
     let base = sso.gw.public_url.clone();
-    let mut staff = Browser::new();
-    login_as(
-        &sso,
-        &mut staff,
-        "sam@example.com",
-        ("Sam", "S"),
-        &["staff"],
-    )
-    .await;
+    let mut staff = signed_in(&sso, "sam@example.com", ("Sam", "S"), &["staff"]).await;
     let before = sso.dash.seen().len();
     for path in [
         "/admin",
@@ -461,26 +430,10 @@ async fn access_rules_by_group_domain_path_and_method_answer_403_naming_what_is_
     assert_eq!(sso.dash.last().method, http::Method::GET);
 
     // A member of the admin group passes; a foreign domain passes nowhere.
-    let mut admin = Browser::new();
-    login_as(
-        &sso,
-        &mut admin,
-        "ada@example.com",
-        ("Ada", "A"),
-        &["dashboard-admins"],
-    )
-    .await;
+    let mut admin = signed_in(&sso, "ada@example.com", ("Ada", "A"), &["dashboard-admins"]).await;
     let (resp, _) = admin.get(&format!("{base}/admin/users")).await;
     assert_eq!(resp.status(), 200);
-    let mut outsider = Browser::new();
-    login_as(
-        &sso,
-        &mut outsider,
-        "eve@other.test",
-        ("Eve", "E"),
-        &["dashboard-admins"],
-    )
-    .await;
+    let mut outsider = signed_in(&sso, "eve@other.test", ("Eve", "E"), &["dashboard-admins"]).await;
     let before = sso.dash.seen().len();
     let (resp, body) = outsider.get(&format!("{base}/reports")).await;
     assert_eq!(resp.status(), 403);
@@ -593,15 +546,7 @@ async fn forward_auth_from_a_trusted_proxy_answers_202_401_403() {
     let (resp, _) = get(&auth, &[html, ("x-original-uri", "/reports")]).await;
     assert_eq!(resp.status(), 401);
 
-    let mut b = Browser::new();
-    login_as(
-        &sso,
-        &mut b,
-        "sam@example.com",
-        ("Sam", "Smith"),
-        &["staff"],
-    )
-    .await;
+    let b = signed_in(&sso, "sam@example.com", ("Sam", "Smith"), &["staff"]).await;
     let cookie = b.cookie_header();
     let c = ("cookie", cookie.as_str());
     // Allowed: 202 with X-Auth-Request-* and the JWT.
@@ -684,15 +629,7 @@ async fn forward_auth_ignores_original_uri_headers_from_untrusted_peers() {
             .unwrap()
             .ends_with("return_to=%2F")
     );
-    let mut b = Browser::new();
-    login_as(
-        &sso,
-        &mut b,
-        "sam@example.com",
-        ("Sam", "Smith"),
-        &["staff"],
-    )
-    .await;
+    let mut b = signed_in(&sso, "sam@example.com", ("Sam", "Smith"), &["staff"]).await;
     let cookie = b.cookie_header();
     // The rules are applied to `GET /`, which this user may see: the header is not believed.
     for headers in [

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::fake_scim::FakeScim;
 use support::gateway::Opts;
-use support::sso::{Browser, Sso, sets_session};
+use support::sso::{Browser, Sso, set_attribute, sets_session};
 
 const TOKEN: &str = "scim-token-for-tests";
 
@@ -21,6 +21,18 @@ fn provisioning(scim: &FakeScim, extra: &str) -> String {
          [[provisioning.rules]]\ngroup = \"marketing-admins\"\nworkspace = \"Marketing\"\npermission_set = \"Admin\"\n",
         scim.url()
     )
+}
+
+/// A fake SCIM API and a gateway provisioning into it, `options` added to `[provisioning]`.
+async fn start_provisioning(options: &str) -> (FakeScim, Sso) {
+    let scim = FakeScim::start(TOKEN).await;
+    let extra = provisioning(&scim, options);
+    let sso = Sso::start(Opts {
+        extra: &extra,
+        ..Opts::default()
+    })
+    .await;
+    (scim, sso)
 }
 
 /// A fresh browser signs in as `name_id`, with `email` as the email attribute (none when
@@ -34,10 +46,7 @@ async fn login_as(
     let start = b.start_login(&sso.gw, "/").await;
     let mut spec = sso.spec(Some(&start.request_id));
     spec.name_id = name_id.into();
-    spec.attributes.retain(|(n, _)| n != "email");
-    if let Some(e) = email {
-        spec.attributes.push(("email".into(), vec![e.into()]));
-    }
+    set_attribute(&mut spec, "email", email.as_slice());
     if !name_id.contains('@') {
         spec.name_id_format = Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into());
     }
@@ -47,13 +56,7 @@ async fn login_as(
 
 #[tokio::test]
 async fn first_login_creates_the_account_once_and_headers_carry_it() {
-    let scim = FakeScim::start(TOKEN).await;
-    let extra = provisioning(&scim, "");
-    let sso = Sso::start(Opts {
-        extra: &extra,
-        ..Opts::default()
-    })
-    .await;
+    let (scim, sso) = start_provisioning("").await;
     let mut b = Browser::new();
     let (resp, _) = sso.login(&mut b, "/home").await;
     assert_eq!(resp.status(), 303);
@@ -87,20 +90,12 @@ async fn first_login_creates_the_account_once_and_headers_carry_it() {
 
 #[tokio::test]
 async fn rules_inactive_disabled_domain_and_missing_email() {
-    let scim = FakeScim::start(TOKEN).await;
-    let extra = provisioning(&scim, "allowed_domains = [\"example.com\"]");
-    let sso = Sso::start(Opts {
-        extra: &extra,
-        ..Opts::default()
-    })
-    .await;
+    let (scim, sso) = start_provisioning("allowed_domains = [\"example.com\"]").await;
     // Rule by group.
     let mut b = Browser::new();
     let start = b.start_login(&sso.gw, "/").await;
     let mut spec = sso.spec(Some(&start.request_id));
-    spec.attributes.retain(|(n, _)| n != "groups");
-    spec.attributes
-        .push(("groups".into(), vec!["marketing-admins".into()]));
+    set_attribute(&mut spec, "groups", &["marketing-admins"]);
     let (resp, _) = b
         .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
         .await;
@@ -140,13 +135,7 @@ async fn rules_inactive_disabled_domain_and_missing_email() {
     assert!(sso.dash.seen().is_empty());
 
     // Provisioning disabled: an unknown user is told the account does not exist.
-    let scim2 = FakeScim::start(TOKEN).await;
-    let extra2 = provisioning(&scim2, "enabled = false");
-    let sso2 = Sso::start(Opts {
-        extra: &extra2,
-        ..Opts::default()
-    })
-    .await;
+    let (scim2, sso2) = start_provisioning("enabled = false").await;
     let mut b = Browser::new();
     let (resp, body) = sso2.login(&mut b, "/").await;
     assert_eq!(resp.status(), 403);
@@ -160,13 +149,7 @@ async fn rules_inactive_disabled_domain_and_missing_email() {
 
 #[tokio::test]
 async fn admin_api_trouble_gives_503_without_a_session_and_existing_sessions_keep_working() {
-    let scim = FakeScim::start(TOKEN).await;
-    let extra = provisioning(&scim, "");
-    let sso = Sso::start(Opts {
-        extra: &extra,
-        ..Opts::default()
-    })
-    .await;
+    let (scim, sso) = start_provisioning("").await;
     let mut alice = Browser::new();
     assert_eq!(sso.login(&mut alice, "/").await.0.status(), 303);
 

@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::gateway::{Opts, raw_get};
-use support::sso::{Browser, Sso, decode_redirect};
+use support::local::free_port;
+use support::sso::{Browser, Sso, decode_redirect, set_attribute};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const RECIPE: &str = concat!(
@@ -112,14 +113,6 @@ impl Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// samlgate (public_url = nginx) in front of which nginx runs the recipe.
 async fn setup(trust_nginx: bool) -> (Sso, Nginx) {
     let port = free_port();
@@ -154,13 +147,7 @@ async fn sign_in_through_nginx(sso: &Sso, b: &mut Browser, path: &str, groups: &
     assert_eq!(resp.status(), 302, "samlgate's /saml/login through nginx");
     let start = decode_redirect(resp.headers()["location"].to_str().unwrap());
     let mut spec = sso.spec(Some(&start.request_id));
-    spec.attributes.retain(|(name, _)| name != "groups");
-    if !groups.is_empty() {
-        spec.attributes.push((
-            "groups".into(),
-            groups.iter().map(|g| g.to_string()).collect(),
-        ));
-    }
+    set_attribute(&mut spec, "groups", groups);
     let value = sso.form_value(&spec);
     let (resp, _) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
     assert_eq!(resp.status(), 303, "ACS through nginx");

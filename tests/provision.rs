@@ -8,39 +8,18 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use samlgate::config::{
-    DomainPattern, Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule, Secret,
+    DomainPattern, Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule,
 };
 use samlgate::identity::Identity;
 use samlgate::provision::{NotFoundReason, ProvisionError, Provisioner, Tuning, UnavailableReason};
 use serde_json::json;
 use support::fake_scim::{FakeScim, Flavor};
+use support::provisioning::person;
 
 const TOKEN: &str = "test-token-5f1a";
 
 fn config(scim: &FakeScim) -> ProvisioningConfig {
-    ProvisioningConfig {
-        enabled: true,
-        url: scim.url(),
-        token: Secret::new(TOKEN),
-        timeout: Duration::from_secs(2),
-        payload: Payload::Scim,
-        default_workspace: "Production".into(),
-        default_permission_set: "Analyst".into(),
-        allowed_domains: vec![],
-        rules: vec![],
-        cache_ttl: Duration::from_secs(600),
-        mode: ProvisioningMode::CreateOnly,
-    }
-}
-
-fn person(email: &str) -> Identity {
-    Identity {
-        subject: format!("nameid-{email}").into(),
-        email: Some(email.into()),
-        first_name: Some("Ann".into()),
-        last_name: Some("Lee".into()),
-        ..Identity::default()
-    }
+    support::provisioning::config(scim.url(), TOKEN, Duration::from_secs(2))
 }
 
 fn provisioner(cfg: &ProvisioningConfig) -> Provisioner {

@@ -6,10 +6,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::gateway::Opts;
+use support::local::{OwnRedis, free_port};
 use support::sso::{Browser, Sso, sets_session};
 
 fn redis_opts(prefix: &str) -> String {
@@ -86,46 +86,10 @@ async fn sessions_logins_and_replay_cache_are_shared() {
     assert!(!sets_session(&resp));
 }
 
-struct RedisChild(Child);
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(port: u16) -> RedisChild {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/install-deps.sh test)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    RedisChild(child)
-}
-
 #[tokio::test]
 async fn redis_outage_gives_503_and_recovers_by_itself() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = start_redis(port);
+    let port = free_port();
+    let redis = OwnRedis::start(port);
     let session = format!(
         "store = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\nlocal_ttl = \"1s\"\noperation_timeout = \"250ms\""
     );
@@ -157,7 +121,7 @@ async fn redis_outage_gives_503_and_recovers_by_itself() {
         .await;
     assert_eq!(resp.status(), 503);
 
-    let _redis = start_redis(port);
+    let _redis = OwnRedis::start(port);
     // The session was lost with the Redis that kept nothing; a new login works without a restart.
     let mut ok = false;
     for _ in 0..50 {

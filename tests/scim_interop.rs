@@ -21,11 +21,14 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use samlgate::config::{Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule, Secret};
-use samlgate::identity::Identity;
+use samlgate::config::{ProvisioningConfig, ProvisioningMode, ProvisioningRule};
 use samlgate::provision::{ProvisionError, Provisioner};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+#[path = "support/provisioning.rs"]
+mod provisioning;
+use provisioning::person;
 
 const TOKEN: &str = "interop-token";
 
@@ -142,29 +145,7 @@ async fn start_proxy(upstream: String, race: Arc<AtomicBool>) -> SocketAddr {
 }
 
 fn config(url: String) -> ProvisioningConfig {
-    ProvisioningConfig {
-        enabled: true,
-        url,
-        token: Secret::new(TOKEN),
-        timeout: Duration::from_secs(5),
-        payload: Payload::Scim,
-        default_workspace: "Production".into(),
-        default_permission_set: "Analyst".into(),
-        allowed_domains: vec![],
-        rules: vec![],
-        cache_ttl: Duration::from_secs(600),
-        mode: ProvisioningMode::CreateOnly,
-    }
-}
-
-fn person(email: &str) -> Identity {
-    Identity {
-        subject: format!("nameid-{email}").into(),
-        email: Some(email.into()),
-        first_name: Some("Ann".into()),
-        last_name: Some("Lee".into()),
-        ..Identity::default()
-    }
+    provisioning::config(url, TOKEN, Duration::from_secs(5))
 }
 
 /// A direct call to the server (the test's own view of what it stores).

@@ -6,5 +6,7 @@ pub mod attacks;
 pub mod dashboard;
 pub mod fake_scim;
 pub mod gateway;
+pub mod local;
+pub mod provisioning;
 pub mod sso;
 pub mod webdriver;

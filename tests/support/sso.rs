@@ -249,6 +249,15 @@ pub fn decode_redirect(location: &str) -> LoginStart {
     }
 }
 
+/// Sets attribute `name` of `spec` to `values`, replacing what it had; no values removes it.
+pub fn set_attribute(spec: &mut ResponseSpec, name: &str, values: &[&str]) {
+    spec.attributes.retain(|(n, _)| n != name);
+    if !values.is_empty() {
+        spec.attributes
+            .push((name.into(), values.iter().map(|v| v.to_string()).collect()));
+    }
+}
+
 /// Whether any Set-Cookie of the response starts a session (name contains "samlgate" and is
 /// not the login-binding cookie, and has a value).
 pub fn sets_session(resp: &Response<()>) -> bool {
