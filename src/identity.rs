@@ -101,7 +101,7 @@ static GROUP_LISTS: LazyLock<moka::sync::Cache<Groups, Groups>> = LazyLock::new(
 
 /// The one shared copy of `value` (NameID formats, names, workspaces: values that repeat
 /// across users), so that a million sessions do not hold a million copies.
-pub fn intern(value: &Arc<str>) -> Arc<str> {
+fn intern(value: &Arc<str>) -> Arc<str> {
     if let Some(shared) = STRINGS.get(&**value) {
         return shared;
     }
@@ -110,7 +110,7 @@ pub fn intern(value: &Arc<str>) -> Arc<str> {
 }
 
 /// The one shared copy of a group list (its names interned too).
-pub fn intern_groups(list: &Groups) -> Groups {
+fn intern_groups(list: &Groups) -> Groups {
     if list.is_empty() {
         return list.clone();
     }

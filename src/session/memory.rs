@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::metrics::SessionMetrics;
-use super::store::{Instruments, SessionKey, SessionRecord, hex};
+use super::store::{Instruments, SessionKey, SessionRecord, hex, session_key_from_hex};
 
 /// A value with the instant it stops existing.
 trait Deadline {
@@ -69,21 +69,6 @@ fn index_id(index: &str) -> IndexId {
     id
 }
 
-/// The session key a member string names (64 hex digits), if it is one.
-fn session_key(member: &str) -> Option<SessionKey> {
-    let digits = member.as_bytes();
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut key = [0u8; 32];
-    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        *byte = u8::try_from(hi << 4 | lo).ok()?;
-    }
-    Some(key)
-}
-
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -110,7 +95,8 @@ impl Deadline for Stored {
     }
 }
 
-fn cache<K, V>(max_entries: u64) -> Cache<K, V>
+/// A bounded cache whose entries vanish at their own deadline.
+fn cache<K, V>(max_entries: u64) -> moka::sync::CacheBuilder<K, V, Cache<K, V>>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Deadline + Clone + Send + Sync + 'static,
@@ -120,7 +106,6 @@ where
         // LRU, not TinyLFU: a freshly created session must always be admitted.
         .eviction_policy(EvictionPolicy::lru())
         .expire_after(AtDeadline)
-        .build()
 }
 
 /// The embedded store. Clones share the same caches.
@@ -151,11 +136,7 @@ impl MemoryStore {
     pub fn new(max_entries: u64, metrics: &SessionMetrics) -> Self {
         let session_index: SessionIndex = Arc::default();
         let listener_index = session_index.clone();
-        let sessions = Cache::builder()
-            .max_capacity(max_entries)
-            // LRU, not TinyLFU: a freshly created session must always be admitted.
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(AtDeadline)
+        let sessions = cache(max_entries)
             .eviction_listener(move |key: Arc<SessionKey>, stored: Stored, cause| {
                 if cause != moka::notification::RemovalCause::Replaced {
                     let index = index_id(&super::subject_index(&stored.record.identity.subject));
@@ -165,7 +146,7 @@ impl MemoryStore {
             .build();
         Self {
             sessions,
-            blobs: cache(max_entries),
+            blobs: cache(max_entries).build(),
             indexes: Arc::default(),
             session_index,
             instruments: Instruments::new(metrics, "memory"),
@@ -290,7 +271,7 @@ impl MemoryStore {
 
     pub(crate) async fn index_remove(&self, index: &str, member: &str) -> Result<(), Error> {
         remove_member(&self.indexes, index, member);
-        if let Some(key) = session_key(member) {
+        if let Some(key) = session_key_from_hex(member) {
             lock(&self.session_index).remove(&(index_id(index), key));
         }
         Ok(())

@@ -418,25 +418,13 @@ impl Sessions {
 
     /// Keeps `pending` for `ttl` under a new random RelayState token (256 bits, base64url).
     pub async fn begin_login(&self, pending: PendingLogin, ttl: Duration) -> Result<String, Error> {
-        let token = random_token::<32>();
-        let value = serde_json::to_vec(&pending).map_err(|source| Error::Encode { source })?;
-        self.inner
-            .store
-            .put(&format!("login:{token}"), &value, ttl)
-            .await?;
-        Ok(token)
+        self.begin("login", &pending, ttl).await
     }
 
     /// The pending login of `token`, removed as it is read: a second call gets `None`, on any
     /// replica. Tokens of the wrong shape are refused without a lookup.
     pub async fn take_login(&self, token: &str) -> Result<Option<PendingLogin>, Error> {
-        if !well_formed_token(token) {
-            return Ok(None);
-        }
-        let Some(value) = self.inner.store.getdel(&format!("login:{token}")).await? else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice(&value).ok())
+        self.take("login", token).await
     }
 
     /// Keeps `pending` for `ttl` under a new random RelayState token, like
@@ -446,24 +434,44 @@ impl Sessions {
         pending: PendingLogout,
         ttl: Duration,
     ) -> Result<String, Error> {
-        let token = random_token::<32>();
-        let value = serde_json::to_vec(&pending).map_err(|source| Error::Encode { source })?;
-        self.inner
-            .store
-            .put(&format!("logout:{token}"), &value, ttl)
-            .await?;
-        Ok(token)
+        self.begin("logout", &pending, ttl).await
     }
 
     /// The pending logout of `token`, removed as it is read (single use, any replica).
     pub async fn take_logout(&self, token: &str) -> Result<Option<PendingLogout>, Error> {
+        self.take("logout", token).await
+    }
+
+    /// Keeps `value` under `<space>:<new token>` for `ttl` and returns the token.
+    async fn begin<T: Serialize>(
+        &self,
+        space: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<String, Error> {
+        let token = random_token::<32>();
+        let bytes = serde_json::to_vec(value).map_err(|source| Error::Encode { source })?;
+        self.inner
+            .store
+            .put(&format!("{space}:{token}"), &bytes, ttl)
+            .await?;
+        Ok(token)
+    }
+
+    /// The value under `<space>:<token>`, removed as it is read; a malformed token is refused
+    /// without a lookup.
+    async fn take<T: serde::de::DeserializeOwned>(
+        &self,
+        space: &str,
+        token: &str,
+    ) -> Result<Option<T>, Error> {
         if !well_formed_token(token) {
             return Ok(None);
         }
-        let Some(value) = self.inner.store.getdel(&format!("logout:{token}")).await? else {
+        let Some(bytes) = self.inner.store.getdel(&format!("{space}:{token}")).await? else {
             return Ok(None);
         };
-        Ok(serde_json::from_slice(&value).ok())
+        Ok(serde_json::from_slice(&bytes).ok())
     }
 
     /// The replay cache: true the first time `key` is claimed within `ttl`, false after, on
