@@ -210,19 +210,17 @@ async fn burst_of_first_logins_across_two_replicas_creates_one_account() {
         let mut b = Browser::new();
         let start = b.start_login(gw, "/").await;
         let value = sso.form_value(&sso.spec(Some(&start.request_id)));
-        let gw_url = gw.public_url.clone();
-        let addr = gw.addr;
+        let acs = format!("{}/saml/acs", gw.public_url);
         tasks.push(tokio::spawn(async move {
             let body: String = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("SAMLResponse", &value)
                 .append_pair("RelayState", &start.relay_state)
                 .finish();
-            let req = http::Request::post(format!("http://{addr}/saml/acs"))
+            let req = http::Request::post(acs)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("cookie", b.cookie_header())
                 .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                 .unwrap();
-            let _ = gw_url;
             support::gateway::send(req).await.0.status()
         }));
     }

@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use support::dashboard::Dashboard;
-use support::gateway::{self, get, send};
+use support::gateway::{self, get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -376,7 +376,6 @@ async fn oversized_request_head_is_refused() {
         assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
     assert!(dash.seen().is_empty());
-    let _ = send;
 }
 
 /// A client that sends its request head too slowly (slowloris) is cut off after

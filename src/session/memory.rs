@@ -282,7 +282,16 @@ impl MemoryStore {
         key: &SessionKey,
         _fresh: bool,
     ) -> Result<Option<SessionRecord>, Error> {
-        Ok(self.sessions.get(key).and_then(live).map(|e| e.record))
+        match self.sessions.get(key) {
+            Some(stored) if stored.deadline > Instant::now() => Ok(Some(stored.record)),
+            // Past its deadline but not yet swept by moka's timer wheel: gone now, not only
+            // refused (the eviction listener takes it out of the index too).
+            Some(_) => {
+                self.sessions.invalidate(key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     pub(crate) async fn create_session(
