@@ -66,18 +66,16 @@ fn bench(c: &mut Criterion) {
     let id = std::sync::Arc::new(identity());
     let base = browser_headers();
     c.bench_function("identity_header_values_computed", |b| {
-        b.iter(|| rules.values(black_box(&id)).len())
+        b.iter(|| rules.values(black_box(&id)))
     });
+    // What the gateway does to a forwarded request's headers.
+    let rewrite = |h: &mut http::HeaderMap| {
+        rules.strip(h);
+        strip_cookies(h, &["__Host-samlgate"]);
+        rules.inject(h, black_box(&id));
+    };
     c.bench_function("identity_headers_strip_inject_strip_cookie", |b| {
-        b.iter_batched_ref(
-            || base.clone(),
-            |h| {
-                rules.strip(h);
-                strip_cookies(h, &["__Host-samlgate"]);
-                rules.inject(h, black_box(&id));
-            },
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter_batched_ref(|| base.clone(), rewrite, criterion::BatchSize::SmallInput)
     });
     let signer = samlgate::jwt::Signer::new(cfg.headers.jwt.as_ref().unwrap()).unwrap();
     let sid = "0123456789abcdef";
@@ -85,9 +83,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(
             || base.clone(),
             |h| {
-                rules.strip(h);
-                strip_cookies(h, &["__Host-samlgate"]);
-                rules.inject(h, black_box(&id));
+                rewrite(h);
                 let token = signer.token(black_box(sid), &id).unwrap();
                 h.insert(signer.header_name().clone(), token);
             },

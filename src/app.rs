@@ -252,9 +252,9 @@ impl App {
         } else {
             String::new()
         };
-        self.metrics.in_flight.inc();
+        let in_flight = self.metrics.in_flight();
         let (route, result) = self.dispatch(req, peer).await;
-        self.metrics.in_flight.dec();
+        drop(in_flight);
         let rid = request_id.to_str().unwrap_or("-");
         let mut resp = match result {
             Ok(resp) => resp,
@@ -561,19 +561,11 @@ impl App {
         let saml = self.current_saml()?;
         let form_value = saml_response.to_string();
         let started = Instant::now();
-        let task = tokio::task::spawn_blocking(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                saml.verify(&form_value, pending.as_deref(), chrono::Utc::now())
-            }))
-        });
-        let outcome = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let result =
+            blocking(move || saml.verify(&form_value, pending.as_deref(), chrono::Utc::now()))
+                .await;
         self.saml_verify_seconds
             .observe(started.elapsed().as_secs_f64());
-        let result = match outcome {
-            Err(_) => Err("timeout"),
-            Ok(Err(_)) | Ok(Ok(Err(_))) => Err("panic"),
-            Ok(Ok(Ok(r))) => Ok(r),
-        };
         match result {
             Ok(Ok(verified)) => {
                 self.saml_results
@@ -891,25 +883,10 @@ impl App {
         } else {
             StatusCode::ACCEPTED
         };
-        let id = &session.identity;
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert("x-auth-request-user", headers::encode(id.upstream_user()));
-        if let Some(email) = &id.email {
-            h.insert("x-auth-request-email", headers::encode(email));
-        }
-        if let Some(name) = id.display_name() {
-            h.insert("x-auth-request-name", headers::encode(&name));
-        }
-        if let Some(groups) = self.identity_headers.groups_value(id) {
-            h.insert("x-auth-request-groups", groups);
-        }
-        if let Some(ws) = &id.workspace {
-            h.insert("x-auth-request-workspace", headers::encode(ws));
-        }
-        if let Some(ps) = &id.permission_set {
-            h.insert("x-auth-request-permission-set", headers::encode(ps));
-        }
+        self.identity_headers
+            .inject_auth_request(h, &session.identity);
         self.set_jwt(h, &session)?;
         Ok(resp)
     }

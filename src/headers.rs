@@ -39,12 +39,8 @@ const STRIPPED_PREFIXES: [&str; 2] = ["x-auth-request-", "x-webauth-"];
 /// The compiled identity-header rules.
 #[derive(Clone)]
 pub struct IdentityHeaders {
-    user: HeaderName,
-    email: HeaderName,
-    name: HeaderName,
-    groups: HeaderName,
-    workspace: HeaderName,
-    permission_set: HeaderName,
+    /// The configured names of user, email, name, groups, workspace, permission set.
+    names: [HeaderName; 6],
     /// Every configured name (and the JWT header), lower-case.
     configured: Arc<[String]>,
     max_groups_bytes: usize,
@@ -56,7 +52,21 @@ pub struct IdentityHeaders {
     cached: moka::sync::Cache<usize, (Arc<Identity>, InjectedValues)>,
 }
 
-type InjectedValues = Arc<[(HeaderName, HeaderValue)]>;
+/// An identity's header values, in the order of [`IdentityHeaders::names`]; `None` where the
+/// identity has no such value.
+type Values = [Option<HeaderValue>; 6];
+type InjectedValues = Arc<Values>;
+
+/// The names a forward-auth answer carries the same values under (oauth2-proxy's spelling,
+/// which nginx's `auth_request_set` recipes expect), in the order of `names`.
+const AUTH_REQUEST_NAMES: [HeaderName; 6] = [
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-auth-request-name"),
+    HeaderName::from_static("x-auth-request-groups"),
+    HeaderName::from_static("x-auth-request-workspace"),
+    HeaderName::from_static("x-auth-request-permission-set"),
+];
 
 /// Why the header rules could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +97,14 @@ impl IdentityHeaders {
             .transpose()
             .map_err(|e| FilterError(e.to_string()))?;
         Ok(Self {
-            user: cfg.user.clone(),
-            email: cfg.email.clone(),
-            name: cfg.name.clone(),
-            groups: cfg.groups.clone(),
-            workspace: cfg.workspace.clone(),
-            permission_set: cfg.permission_set.clone(),
+            names: [
+                cfg.user.clone(),
+                cfg.email.clone(),
+                cfg.name.clone(),
+                cfg.groups.clone(),
+                cfg.workspace.clone(),
+                cfg.permission_set.clone(),
+            ],
             configured: configured.into(),
             max_groups_bytes: cfg.max_groups_bytes,
             group_filter,
@@ -155,50 +167,51 @@ impl IdentityHeaders {
 
     /// Sets the identity headers from a session's identity (after `strip`).
     pub fn inject(&self, headers: &mut HeaderMap, identity: &Arc<Identity>) {
-        let key = Arc::as_ptr(identity).addr();
-        let values = match self.cached.get(&key) {
-            Some((held, values)) if Arc::ptr_eq(&held, identity) => values,
-            _ => {
-                let values: InjectedValues = self
-                    .values(identity)
-                    .into_iter()
-                    .map(|(name, value)| (name.clone(), value))
-                    .collect();
-                self.cached.insert(key, (identity.clone(), values.clone()));
-                values
+        Self::set(headers, &self.names, &self.cached_values(identity));
+    }
+
+    /// Sets the same values under the `X-Auth-Request-*` names (a forward-auth answer).
+    pub fn inject_auth_request(&self, headers: &mut HeaderMap, identity: &Arc<Identity>) {
+        Self::set(headers, &AUTH_REQUEST_NAMES, &self.cached_values(identity));
+    }
+
+    fn set(headers: &mut HeaderMap, names: &[HeaderName; 6], values: &Values) {
+        for (name, value) in names.iter().zip(values) {
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
             }
-        };
-        for (name, value) in values.iter() {
-            headers.insert(name.clone(), value.clone());
         }
     }
 
-    /// The (name, value) pairs for an identity: user, email, name, groups (absent when none),
-    /// workspace, permission set.
-    pub fn values<'a>(&'a self, identity: &Identity) -> Vec<(&'a HeaderName, HeaderValue)> {
-        let mut out = Vec::with_capacity(6);
-        out.push((&self.user, encode(identity.upstream_user())));
-        if let Some(email) = &identity.email {
-            out.push((&self.email, encode(email)));
+    /// [`values`](Self::values), worked out once per identity.
+    fn cached_values(&self, identity: &Arc<Identity>) -> InjectedValues {
+        let key = Arc::as_ptr(identity).addr();
+        match self.cached.get(&key) {
+            Some((held, values)) if Arc::ptr_eq(&held, identity) => values,
+            _ => {
+                let values: InjectedValues = Arc::new(self.values(identity));
+                self.cached.insert(key, (identity.clone(), values.clone()));
+                values
+            }
         }
-        if let Some(name) = identity.display_name() {
-            out.push((&self.name, encode(&name)));
-        }
-        if let Some(groups) = self.groups_value(identity) {
-            out.push((&self.groups, groups));
-        }
-        if let Some(ws) = &identity.workspace {
-            out.push((&self.workspace, encode(ws)));
-        }
-        if let Some(ps) = &identity.permission_set {
-            out.push((&self.permission_set, encode(ps)));
-        }
-        out
+    }
+
+    /// An identity's values of user, email, name, groups (`None` when it has none), workspace
+    /// and permission set.
+    pub fn values(&self, identity: &Identity) -> Values {
+        [
+            Some(encode(identity.upstream_user())),
+            identity.email.as_deref().map(encode),
+            identity.display_name().as_deref().map(encode),
+            self.groups_value(identity),
+            identity.workspace.as_deref().map(encode),
+            identity.permission_set.as_deref().map(encode),
+        ]
     }
 
     /// The groups header value within the byte budget: over budget, only groups matching
     /// `group_filter` are kept; still over, the list is cut at a group boundary. Warned once per user.
-    pub fn groups_value(&self, identity: &Identity) -> Option<HeaderValue> {
+    fn groups_value(&self, identity: &Identity) -> Option<HeaderValue> {
         if identity.groups.is_empty() {
             return None;
         }
@@ -333,14 +346,15 @@ mod tests {
         };
         let first = inject(&ada);
         assert_eq!(inject(&ada), first);
-        assert_eq!(first[&r.email], "ada@example.com");
+        let email = &r.names[1];
+        assert_eq!(first[email], "ada@example.com");
         // Another identity (a new session, or the same user re-provisioned) is its own entry.
         let changed = Arc::new(Identity {
             email: Some("ada.lovelace@example.com".into()),
             ..(*ada).clone()
         });
-        assert_eq!(inject(&changed)[&r.email], "ada.lovelace@example.com");
-        assert_eq!(inject(&ada)[&r.email], "ada@example.com");
+        assert_eq!(inject(&changed)[email], "ada.lovelace@example.com");
+        assert_eq!(inject(&ada)[email], "ada@example.com");
     }
 
     #[test]

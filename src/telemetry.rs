@@ -1,7 +1,6 @@
 //! Telemetry: the log subscriber (json | pretty) and the Prometheus metrics every request
 //! updates. Other modules register their own metrics into the same `Registry`.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -150,6 +149,13 @@ impl Metrics {
         m
     }
 
+    /// Counts a request in flight until the guard is dropped: when it is answered, or when
+    /// hyper drops the request (client gone, stream reset, shutdown grace over).
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
     /// Records one answered request.
     pub fn observe(&self, route: &'static str, status: http::StatusCode, elapsed: Duration) {
         let class = match status.as_u16() {
@@ -174,5 +180,11 @@ impl Metrics {
     }
 }
 
-/// A counter type alias used by other modules.
-pub type U64Counter = Counter<u64, AtomicU64>;
+/// A request in flight (see [`Metrics::in_flight`]).
+pub struct InFlight<'a>(&'a Gauge<i64, std::sync::atomic::AtomicI64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
