@@ -193,11 +193,6 @@ impl App {
         Ok(app)
     }
 
-    /// The session layer (tests and the demo use it).
-    pub fn sessions(&self) -> &Sessions {
-        &self.sessions
-    }
-
     /// The SAML SP with the IdP metadata in force (`None` until URL metadata is loaded).
     pub fn saml(&self) -> Option<Arc<Saml>> {
         self.saml
@@ -420,7 +415,7 @@ impl App {
     async fn start_login(&self, return_to: &str) -> Result<Response<Body>, Error> {
         let return_to = access::safe_return_path(return_to);
         let request_id = saml::request_id();
-        let binding = random_token();
+        let binding = crate::session::random_token::<32>();
         let pending = PendingLogin {
             request_id: request_id.clone(),
             return_to,
@@ -1303,17 +1298,8 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
         })
 }
 
-fn random_token() -> String {
-    use base64::Engine as _;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 fn digest(value: &str) -> String {
-    Sha256::digest(value.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::session::hex(&Sha256::digest(value.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

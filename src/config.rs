@@ -185,8 +185,6 @@ pub struct SamlConfig {
     pub acs_url: String,
     /// `public_url + /saml/logout`.
     pub slo_url: String,
-    /// `public_url + /saml/metadata`.
-    pub metadata_url: String,
     /// Where the IdP metadata comes from.
     pub idp_metadata: IdpMetadataSource,
     /// SP certificate (PEM file) for signing AuthnRequests and published for encryption.
@@ -865,9 +863,11 @@ impl Config {
                 )],
             });
         }
+        // Relative paths inside the file resolve from the working directory, as operators of
+        // oauth2-proxy expect.
         Self::from_figment(
             Figment::new().merge(Toml::file(path)).merge(env_provider()),
-            base_dir(path),
+            PathBuf::from("."),
         )
     }
 
@@ -901,13 +901,6 @@ impl Config {
 
 fn env_provider() -> Env {
     Env::prefixed("SAMLGATE_").split("__").ignore(&["CONFIG"])
-}
-
-fn base_dir(path: &Path) -> PathBuf {
-    // Relative paths inside the file are relative to the working directory, as operators of
-    // oauth2-proxy expect; the file's folder is only a fallback for files that exist there.
-    let _ = path;
-    PathBuf::from(".")
 }
 
 fn describe_figment_error(err: figment::Error) -> String {
@@ -1312,7 +1305,6 @@ impl Validator {
             entity_id,
             acs_url: format!("{public_url}/saml/acs"),
             slo_url: format!("{public_url}/saml/logout"),
-            metadata_url: format!("{public_url}/saml/metadata"),
             idp_metadata,
             sp_cert_file,
             sp_key_file,

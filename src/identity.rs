@@ -73,6 +73,13 @@ impl Identity {
     }
 }
 
+/// Whether `s` has the shape of an email address: `local@domain.tld`, one `@`, no whitespace.
+pub fn looks_like_email(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !domain.contains('@')
+    }) && !s.contains(char::is_whitespace)
+}
+
 /// Group names from plain strings, in order.
 pub fn groups<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Groups {
     names.into_iter().map(|n| Arc::from(n.as_ref())).collect()

@@ -14,7 +14,21 @@ use rustls_pki_types::CertificateDer;
 /// A pooled HTTP(S) client whose requests carry bodies of type `B`.
 pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
-/// The certificates of a PEM CA bundle, to trust on top of the webpki roots.
+/// An error and its sources, `": "`-joined (a transport error's useful part is usually a
+/// source: refused, reset, certificate).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The certificates of a PEM file: a CA bundle to trust on top of the webpki roots, or the
+/// chain a TLS listener serves.
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::pem_file_iter(path)

@@ -306,7 +306,8 @@ fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
         {
             return true;
         }
-        if e.to_string().contains("timed out") || e.to_string().contains("timeout") {
+        let text = e.to_string();
+        if text.contains("timed out") || text.contains("timeout") {
             return true;
         }
         source = e.source();

@@ -71,20 +71,13 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            key: "server.listen",
-            addr: config.server.listen,
-            source,
-        })?;
-    let admin = TcpListener::bind(config.server.admin_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            key: "server.admin_listen",
-            addr: config.server.admin_listen,
-            source,
-        })?;
+    let bind = |key: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { key, addr, source })
+    };
+    let listener = bind("server.listen", config.server.listen).await?;
+    let admin = bind("server.admin_listen", config.server.admin_listen).await?;
     let app = App::build(config).await?;
     Ok(start_with(app, listener, admin, tls, shutdown))
 }
@@ -300,10 +293,9 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Rece
 
 /// Loads the PEM certificate chain and key into a rustls acceptor offering h2 and http/1.1.
 pub fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+    use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    let certs = crate::outbound::read_ca_file(&cfg.cert_file)
         .map_err(|e| StartError::Tls(format!("cert_file {}: {e}", cfg.cert_file.display())))?;
     if certs.is_empty() {
         return Err(StartError::Tls(format!(

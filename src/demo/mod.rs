@@ -132,9 +132,8 @@ fn port_of(l: &TcpListener) -> u16 {
 
 /// A random token of `bytes` random bytes, hex.
 pub(crate) fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
+    let random: Vec<u8> = (0..bytes).map(|_| rand::random()).collect();
+    crate::session::hex(&random)
 }
 
 /// The gateway config the demo runs with (`Config::from_toml_str` input).

@@ -190,13 +190,7 @@ impl ResponseSpec {
 
 /// A fresh NCName-safe ID: `_` + 32 hex digits (128 random bits).
 pub fn new_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    let mut s = String::with_capacity(33);
-    s.push('_');
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::saml::request_id()
 }
 
 /// Base64 (standard alphabet, no line breaks) of an XML Response, as posted in the

@@ -620,12 +620,7 @@ impl Inner {
 
 /// The email a login is provisioned under: the email attribute, else an email-format NameID.
 fn login_email(identity: &Identity) -> Option<String> {
-    let looks_like_email = |s: &str| {
-        let s = s.trim();
-        s.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.contains('@')
-        }) && !s.contains(char::is_whitespace)
-    };
+    let looks_like_email = |s: &str| crate::identity::looks_like_email(s.trim());
     identity
         .email
         .as_deref()

@@ -761,7 +761,7 @@ impl ScimClient {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| ScimError::Transport(describe(&e)))?;
+                .map_err(|e| ScimError::Transport(crate::outbound::error_chain(&e)))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
@@ -782,17 +782,6 @@ impl ScimClient {
 }
 
 /// An error chain as one line (hyper-util's legacy client error hides the cause in `source`).
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn status_error(status: StatusCode, body: &[u8]) -> ScimError {
     // RFC 7644 §3.12: errors carry `detail`; keep it short, it may end up in a log line.
     let detail = serde_json::from_slice::<Value>(body).ok().and_then(|v| {

@@ -30,9 +30,7 @@ pub const KEY_TRANSPORT_ALGORITHMS: &[&str] = &[RSA_OAEP_MGF1P];
 #[error("the encrypted assertion could not be decrypted")]
 pub struct Undecryptable;
 
-fn is(n: Node<'_, '_>, ns: &str, name: &str) -> bool {
-    n.is_element() && n.tag_name().namespace() == Some(ns) && n.tag_name().name() == name
-}
+use super::harden::is;
 
 fn cipher_value(n: Node<'_, '_>) -> Result<Vec<u8>, Undecryptable> {
     let cv = n

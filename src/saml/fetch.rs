@@ -6,7 +6,7 @@
 //! fetch is bounded by a timeout. Whether the XML is acceptable (S1, `validUntil`) is decided
 //! by the caller, which builds a new `Saml` from it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,11 +68,6 @@ impl MetadataFetcher {
         }
     }
 
-    /// The backup file, when configured.
-    pub fn backup_file(&self) -> Option<&Path> {
-        self.backup_file.as_deref()
-    }
-
     /// GETs the metadata: 200 and at most [`MAX_METADATA_BYTES`] of UTF-8.
     pub async fn fetch(&self) -> Result<String, FetchError> {
         tokio::time::timeout(self.timeout, self.fetch_inner())
@@ -92,7 +87,7 @@ impl MetadataFetcher {
             .client
             .request(req)
             .await
-            .map_err(|e| FetchError::Transport(error_chain(&e)))?;
+            .map_err(|e| FetchError::Transport(crate::outbound::error_chain(&e)))?;
         if resp.status() != http::StatusCode::OK {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
@@ -135,17 +130,6 @@ impl MetadataFetcher {
 }
 
 /// The error and its sources on one line (hyper-util's top-level message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// Why a metadata refresh left the metadata in force unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {

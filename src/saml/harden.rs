@@ -185,8 +185,6 @@ pub struct Inspected {
     pub assertion_signed: bool,
     /// Signatures on Assertions inside Advice (only when allowed).
     pub advice_signatures: usize,
-    /// Assertions inside Advice (only when allowed).
-    pub advice_assertions: usize,
 }
 
 /// What the structure checks may accept besides the strict profile.
@@ -409,8 +407,27 @@ pub fn is_ncname(s: &str) -> bool {
     start_ok && chars.all(|c| c == '_' || c == '-' || c == '.' || c.is_alphanumeric())
 }
 
-fn is(node: Node<'_, '_>, ns: &str, name: &str) -> bool {
+/// Whether `node` is the element `ns`:`name`.
+pub(super) fn is(node: Node<'_, '_>, ns: &str, name: &str) -> bool {
     node.is_element() && node.tag_name().namespace() == Some(ns) && node.tag_name().name() == name
+}
+
+/// The first child element `ns`:`name` of `n`.
+pub(super) fn child<'a, 'i>(n: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> {
+    n.children().find(|c| is(*c, ns, name))
+}
+
+/// Text content, trimmed (the strict checks refused comments/CDATA/elements inside the
+/// elements this is read from).
+pub(super) fn text_of(n: Node<'_, '_>) -> String {
+    n.text().unwrap_or("").trim().to_string()
+}
+
+/// An xs:dateTime with a time zone (SAML core §1.3.3 requires UTC), as UTC.
+pub(super) fn parse_time(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(v.trim())
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// The whole strict inspection of a decoded Response document.
@@ -450,7 +467,6 @@ pub fn inspect_document(
     if !encrypted && !is(top_assertion, NS_SAML, "Assertion") {
         return Err(HardenError::AssertionMisplaced);
     }
-    let mut advice_assertions = 0usize;
     for node in root.descendants().filter(|n| n.is_element()) {
         let local = node.tag_name().name();
         if node != root && local == "Response" {
@@ -469,7 +485,6 @@ pub fn inspect_document(
         if !(policy.allow_advice_assertions && in_advice) {
             return Err(HardenError::AssertionMisplaced);
         }
-        advice_assertions += 1;
     }
 
     let advice_ids: HashSet<&str> = if policy.allow_advice_assertions {
@@ -488,7 +503,6 @@ pub fn inspect_document(
         response_signed: false,
         assertion_signed: false,
         advice_signatures: 0,
-        advice_assertions,
     };
     if encrypted {
         inspected.encrypted_range = Some(top_assertion.range());

@@ -26,7 +26,7 @@ use openssl::x509::X509;
 use roxmltree::{Document, Node};
 use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
 
-use super::harden::{self, HardenError, Limits, NS_SAML, NS_SAMLP};
+use super::harden::{self, HardenError, Limits, NS_SAML, NS_SAMLP, child, is, text_of};
 use super::request::{RequestError, redirect_url};
 use super::{STATUS_SUCCESS, Saml, xml_escape};
 use crate::config::SignatureAlgorithm;
@@ -161,11 +161,6 @@ impl SloMessage {
         self.is_request
     }
 
-    /// The binding it came with.
-    pub fn binding(&self) -> SloBinding {
-        self.binding
-    }
-
     /// RelayState as sent (untrusted until verified; a LogoutResponse's names our pending
     /// logout, a LogoutRequest's must be echoed back).
     pub fn relay_state(&self) -> Option<&str> {
@@ -252,23 +247,9 @@ fn inflate(deflated: &[u8]) -> Result<Vec<u8>, LogoutError> {
     Ok(out)
 }
 
-fn is(n: Node<'_, '_>, ns: &str, name: &str) -> bool {
-    n.is_element() && n.tag_name().namespace() == Some(ns) && n.tag_name().name() == name
-}
-
-fn child<'a, 'i>(n: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> {
-    n.children().find(|c| is(*c, ns, name))
-}
-
-fn text_of(n: Node<'_, '_>) -> String {
-    n.text().unwrap_or("").trim().to_string()
-}
-
 fn time(v: Option<&str>, field: &'static str) -> Result<DateTime<Utc>, LogoutError> {
-    let v = v.ok_or(LogoutError::MalformedTime { field })?;
-    DateTime::parse_from_rfc3339(v.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| LogoutError::MalformedTime { field })
+    v.and_then(harden::parse_time)
+        .ok_or(LogoutError::MalformedTime { field })
 }
 
 fn algorithm_of(uri: &str, allowed: &[SignatureAlgorithm]) -> Option<SignatureAlgorithm> {

@@ -69,7 +69,7 @@ pub struct IdpMetadata {
 }
 
 fn is_md(n: Node<'_, '_>, name: &str) -> bool {
-    n.is_element() && n.tag_name().namespace() == Some(NS_MD) && n.tag_name().name() == name
+    super::harden::is(n, NS_MD, name)
 }
 
 impl IdpMetadata {
@@ -130,11 +130,10 @@ impl IdpMetadata {
             if !matches!(kd.attribute("use"), None | Some("signing")) {
                 continue;
             }
-            for cert in kd.descendants().filter(|n| {
-                n.is_element()
-                    && n.tag_name().namespace() == Some(NS_DS)
-                    && n.tag_name().name() == "X509Certificate"
-            }) {
+            for cert in kd
+                .descendants()
+                .filter(|n| super::harden::is(*n, NS_DS, "X509Certificate"))
+            {
                 let b64: String = cert
                     .text()
                     .unwrap_or("")

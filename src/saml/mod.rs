@@ -30,7 +30,9 @@ use samael::crypto::{
 
 use crate::config::{AttributeMap, IdpMetadataSource, SamlConfig, SignatureAlgorithm};
 use crate::identity::Identity;
-use harden::{HardenError, Inspected, Limits, NS_SAML, NS_SAMLP, StructurePolicy};
+use harden::{
+    HardenError, Inspected, Limits, NS_SAML, NS_SAMLP, StructurePolicy, child, is, text_of,
+};
 pub use logout::{IdpLogoutRequest, IdpLogoutResponse, LogoutError, SloBinding, SloMessage};
 pub use metadata::{IdpMetadata, MetadataError};
 pub use request::{LoginRequest, RequestError, request_id};
@@ -957,18 +959,6 @@ fn mapped<'a>(attrs: &'a [Attribute], key: &str) -> Option<&'a Attribute> {
     })
 }
 
-fn looks_like_email(s: &str) -> bool {
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.contains('@')
-                && !s.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
-}
-
 fn build_identity(
     name_id: &str,
     format: Option<&str>,
@@ -982,7 +972,8 @@ fn build_identity(
             .cloned()
     };
     let email = first(&map.email).or_else(|| {
-        (format == Some(NAMEID_EMAIL) || looks_like_email(name_id)).then(|| name_id.to_string())
+        (format == Some(NAMEID_EMAIL) || crate::identity::looks_like_email(name_id))
+            .then(|| name_id.to_string())
     });
     let mut groups: Vec<String> = Vec::new();
     if let Some(a) = mapped(attrs, &map.groups) {
@@ -1050,27 +1041,12 @@ fn samael_algorithms(list: &[SignatureAlgorithm]) -> Option<Vec<AllowedSignature
 
 /// xs:dateTime with a time zone (SAML core §1.3.3 requires UTC).
 fn time(v: Option<&str>, field: &'static str) -> Result<DateTime<Utc>, Error> {
-    let v = v.ok_or(Error::MalformedTime { field })?;
-    DateTime::parse_from_rfc3339(v.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| Error::MalformedTime { field })
-}
-
-fn is(n: Node<'_, '_>, ns: &str, name: &str) -> bool {
-    n.is_element() && n.tag_name().namespace() == Some(ns) && n.tag_name().name() == name
-}
-
-fn child<'a, 'i>(n: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> {
-    n.children().find(|c| is(*c, ns, name))
+    v.and_then(harden::parse_time)
+        .ok_or(Error::MalformedTime { field })
 }
 
 fn top_assertion<'a, 'i>(response: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
     response
         .children()
         .find(|c| is(*c, NS_SAML, "Assertion") || is(*c, NS_SAML, "EncryptedAssertion"))
-}
-
-/// Text content, trimmed (harden refused comments/CDATA/elements inside these elements).
-fn text_of(n: Node<'_, '_>) -> String {
-    n.text().unwrap_or("").trim().to_string()
 }

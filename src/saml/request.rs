@@ -44,11 +44,7 @@ pub enum RequestError {
 /// `_` + 32 hex digits: 128 random bits, NCName-safe (S14).
 pub fn request_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    let mut s = String::from("_");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("_{}", crate::session::hex(&bytes))
 }
 
 pub(super) fn encode(v: &str) -> String {

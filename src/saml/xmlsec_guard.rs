@@ -2,13 +2,12 @@
 //! file I/O callbacks (S16), once per process, after xmlsec is initialised.
 //!
 //! This is the crate's only `unsafe` code: two calls into libxmlsec1 (already linked through
-//! samael), which does not expose them. The callback neither allocates nor panics; it counts
-//! errors so that the ACS can log its own single line per refused response instead.
+//! samael), which does not expose them. The callback does nothing at all: the ACS logs its
+//! own single line per refused response instead of xmlsec's stderr chatter.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int};
 use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
 
@@ -29,10 +28,9 @@ unsafe extern "C" {
     fn xmlSecIOCleanupCallbacks();
 }
 
-static ERRORS: AtomicU64 = AtomicU64::new(0);
 static ONCE: Once = Once::new();
 
-unsafe extern "C" fn count_error(
+unsafe extern "C" fn ignore_error(
     _file: *const c_char,
     _line: c_int,
     _func: *const c_char,
@@ -41,15 +39,14 @@ unsafe extern "C" fn count_error(
     _reason: c_int,
     _msg: *const c_char,
 ) {
-    ERRORS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Makes xmlsec quiet and I/O-free; idempotent, cheap after the first call.
 pub fn install() {
     ONCE.call_once(|| {
-        // SAFETY: sets a global function pointer; `count_error` has the C signature xmlsec
-        // expects and touches only an atomic.
-        unsafe { xmlSecErrorsSetCallback(Some(count_error)) };
+        // SAFETY: sets a global function pointer; `ignore_error` has the C signature xmlsec
+        // expects and touches nothing.
+        unsafe { xmlSecErrorsSetCallback(Some(ignore_error)) };
         // samael initialises xmlsec lazily on first key use; do it now, so that the cleanup
         // below is not undone by a later xmlSecInit registering the default I/O callbacks
         // again. A throw-away certificate loads cleanly; the document has no signature, so
@@ -60,15 +57,10 @@ pub fn install() {
         // SAFETY: both are plain global-state calls made after xmlSecInit, before any
         // concurrent verification can run (we are inside Once).
         unsafe {
-            xmlSecErrorsSetCallback(Some(count_error));
+            xmlSecErrorsSetCallback(Some(ignore_error));
             xmlSecIOCleanupCallbacks();
         }
     });
-}
-
-/// How many errors xmlsec reported since start (for tests and metrics).
-pub fn error_count() -> u64 {
-    ERRORS.load(Ordering::Relaxed)
 }
 
 /// A self-signed P-256 certificate (DER), made only to initialise xmlsec.

@@ -180,7 +180,7 @@ impl std::fmt::Debug for LockToken {
 /// Characters of a RelayState token: base64url of 32 random bytes.
 const TOKEN_LEN: usize = 43;
 
-fn random_token<const N: usize>() -> String {
+pub(crate) fn random_token<const N: usize>() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
