@@ -1590,15 +1590,16 @@ impl Validator {
     }
 
     fn headers(&mut self, raw: RawHeaders, public_url: &str) -> HeadersConfig {
+        let own = [
+            raw.user,
+            raw.email,
+            raw.name,
+            raw.groups,
+            raw.workspace,
+            raw.permission_set,
+        ];
         let names = match raw.preset.as_deref() {
-            None => [
-                raw.user,
-                raw.email,
-                raw.name,
-                raw.groups,
-                raw.workspace,
-                raw.permission_set,
-            ],
+            None => own,
             Some("grafana") => [
                 "X-WEBAUTH-USER",
                 "X-WEBAUTH-EMAIL",
@@ -1613,14 +1614,7 @@ impl Validator {
                     "headers.preset",
                     format_args!("{other:?} is unknown: the only preset is \"grafana\""),
                 );
-                [
-                    raw.user,
-                    raw.email,
-                    raw.name,
-                    raw.groups,
-                    raw.workspace,
-                    raw.permission_set,
-                ]
+                own
             }
         };
         let keys = [

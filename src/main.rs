@@ -82,13 +82,16 @@ fn main() -> ExitCode {
 }
 
 fn load_or_report(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|err| {
-        eprintln!("config {} is invalid:", path.display());
-        for p in &err.problems {
-            eprintln!("  - {p}");
-        }
-        ExitCode::from(2)
-    })
+    Config::load(path).map_err(|err| report(path, &err.problems))
+}
+
+/// Prints every problem of the config at `path`; exit code 2.
+fn report(path: &std::path::Path, problems: &[String]) -> ExitCode {
+    eprintln!("config {} is invalid:", path.display());
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+    ExitCode::from(2)
 }
 
 fn check(path: PathBuf) -> ExitCode {
@@ -106,11 +109,7 @@ fn check(path: PathBuf) -> ExitCode {
         println!("config ok");
         ExitCode::SUCCESS
     } else {
-        eprintln!("config {} is invalid:", path.display());
-        for p in &problems {
-            eprintln!("  - {p}");
-        }
-        ExitCode::from(2)
+        report(&path, &problems)
     }
 }
 

@@ -618,20 +618,12 @@ async fn outcomes_and_latency_are_exported() {
     let _ = p.resolve(Identity::default()).await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-    assert!(
-        text.contains(r#"samlgate_provisioning_total{outcome="created"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"samlgate_provisioning_total{outcome="cached"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"samlgate_provisioning_total{outcome="no_email"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"samlgate_provisioning_admin_api_duration_seconds_count{op="create"} 1"#),
-        "{text}"
-    );
+    for line in [
+        r#"samlgate_provisioning_total{outcome="created"} 1"#,
+        r#"samlgate_provisioning_total{outcome="cached"} 1"#,
+        r#"samlgate_provisioning_total{outcome="no_email"} 1"#,
+        r#"samlgate_provisioning_admin_api_duration_seconds_count{op="create"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
 }

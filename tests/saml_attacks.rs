@@ -1077,7 +1077,7 @@ fn login_request_redirect() {
 fn sp_metadata() {
     let saml = saml_with(policy(Reduce::PreDigest));
     let md = saml.metadata_xml();
-    let doc = roxmltree::Document::parse(md).expect("well-formed");
+    let doc = roxmltree::Document::parse(&md).expect("well-formed");
     assert_eq!(
         doc.root_element().attribute("entityID"),
         Some(DEFAULT_SP_ENTITY_ID)

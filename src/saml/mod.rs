@@ -346,7 +346,6 @@ pub struct Saml {
     samael_algorithms: Option<Vec<AllowedSignatureAlgorithm>>,
     sp_key: Option<PKey<Private>>,
     sp_cert_der: Option<Vec<u8>>,
-    sp_metadata: String,
 }
 
 impl std::fmt::Debug for Saml {
@@ -464,12 +463,6 @@ impl Saml {
             .cloned()
             .map(CertificateDer::from)
             .collect();
-        let sp_metadata = metadata::sp_metadata_xml(
-            &policy.entity_id,
-            &policy.acs_url,
-            &policy.slo_url,
-            sp_cert_der.as_deref(),
-        );
         Ok(Self {
             samael_algorithms: samael_algorithms(&policy.allowed_algorithms),
             policy,
@@ -477,7 +470,6 @@ impl Saml {
             certs,
             sp_key,
             sp_cert_der,
-            sp_metadata,
         })
     }
 
@@ -491,14 +483,15 @@ impl Saml {
         &self.idp
     }
 
-    /// Our SP metadata XML (served at `/saml/metadata`, printed by `samlgate metadata`).
-    pub fn metadata_xml(&self) -> &str {
-        &self.sp_metadata
-    }
-
-    /// The SP certificate (DER), when configured.
-    pub fn sp_cert_der(&self) -> Option<&[u8]> {
-        self.sp_cert_der.as_deref()
+    /// Our SP metadata XML for this policy and certificate. The gateway and `samlgate
+    /// metadata` serve the same document from [`sp_metadata_from_config`], which needs no IdP.
+    pub fn metadata_xml(&self) -> String {
+        metadata::sp_metadata_xml(
+            &self.policy.entity_id,
+            &self.policy.acs_url,
+            &self.policy.slo_url,
+            self.sp_cert_der.as_deref(),
+        )
     }
 
     /// Starts an SP-initiated login: a fresh AuthnRequest ID (128 random bits, S14) and the
