@@ -325,10 +325,50 @@ mod tests {
     use super::*;
 
     fn rules() -> IdentityHeaders {
-        let raw = "[server]\npublic_url=\"http://x\"\n[upstream]\nurl=\"http://127.0.0.1:1\"\n[saml]\nidp_metadata_file=\"Cargo.toml\"\n[session]\nsecret=\"0123456789abcdef0123456789abcdef\"\n";
-        let cfg = crate::config::Config::from_toml_str(raw, std::path::Path::new("."))
+        rules_with("")
+    }
+
+    /// The header rules of a minimal config plus `headers` lines under `[headers]`.
+    fn rules_with(headers: &str) -> IdentityHeaders {
+        let raw = format!(
+            "[server]\npublic_url=\"http://x\"\n[upstream]\nurl=\"http://127.0.0.1:1\"\n[saml]\nidp_metadata_file=\"Cargo.toml\"\n[session]\nsecret=\"0123456789abcdef0123456789abcdef\"\n[headers]\n{headers}\n"
+        );
+        let cfg = crate::config::Config::from_toml_str(&raw, std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         IdentityHeaders::new(&cfg.headers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn groups_over_budget_are_filtered_then_cut_at_a_group_boundary() {
+        let id = |groups: &[&str]| Identity {
+            subject: "u@example.com".into(),
+            groups: crate::identity::groups(groups),
+            ..Identity::default()
+        };
+        let long = |p: &str, i: usize| format!("{p}-{i:02}-{}", "x".repeat(12));
+        let many: Vec<String> = (0..8)
+            .flat_map(|i| [long("dash", i), long("other", i)])
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let value = |r: &IdentityHeaders, groups: &[&str]| {
+            r.groups_value(&id(groups))
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        // Within budget: everything, in order.
+        let r = rules_with("max_groups_bytes = 64");
+        assert_eq!(value(&r, &["a", "b"]).as_deref(), Some("a,b"));
+        // Over budget, no filter: cut at the last whole group that fits.
+        let cut = value(&r, &many).unwrap();
+        assert!(cut.len() <= 64, "{cut}");
+        assert_eq!(cut, many[..3].join(","));
+        // Over budget with a filter: only matching groups, then cut.
+        let r = rules_with("max_groups_bytes = 64\ngroup_filter = \"^dash-\"");
+        let kept = value(&r, &many).unwrap();
+        assert!(kept.len() <= 64, "{kept}");
+        assert_eq!(
+            kept,
+            [long("dash", 0), long("dash", 1), long("dash", 2)].join(",")
+        );
     }
 
     #[test]

@@ -56,6 +56,13 @@ fn stub_files(toml: &str, dir: &Path) -> (String, Vec<String>) {
             }
             "token_file" => std::fs::write(&stub, "scim-token\n").unwrap(),
             "redis_url_file" => std::fs::write(&stub, "redis://127.0.0.1:6379/0\n").unwrap(),
+            // `[headers.jwt] key_file`: an EC P-256 key in PKCS#8 PEM.
+            "key_file" => {
+                use openssl::{ec, nid::Nid, pkey::PKey};
+                let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+                let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+                std::fs::write(&stub, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+            }
             other => panic!("no stub for {other}: teach tests/deploy.rs"),
         }
         format!("{}{key} = \"{}\"", &c[1], stub.display())
@@ -196,6 +203,32 @@ fn every_manifest_parses_and_every_embedded_config_passes_check() {
 
 /// Helm's toToml over values: maps become tables, `null` values are dropped. Numbers are
 /// refused: Helm reads them as floats, and toToml would write `262144.0`.
+/// The ingress and forward-auth recipes embed samlgate configs too (ConfigMaps with a
+/// `*.toml` key): each passes `check`.
+#[test]
+fn recipe_configs_pass_check() {
+    let mut files = Vec::new();
+    for dir in ["deploy/ingress", "deploy/forward-auth"] {
+        yaml_files(&root().join(dir), &mut files);
+    }
+    let mut configs = 0;
+    for f in &files {
+        for doc in load(f) {
+            if doc["kind"].as_str() != Some("ConfigMap") {
+                continue;
+            }
+            for (k, v) in doc["data"].as_hash().into_iter().flatten() {
+                let key = k.as_str().unwrap();
+                if key.ends_with(".toml") {
+                    expect_config_ok(v.as_str().unwrap(), &format!("{} {key}", f.display()));
+                    configs += 1;
+                }
+            }
+        }
+    }
+    assert!(configs >= 1, "no samlgate config found in {files:?}");
+}
+
 fn to_toml(y: &Yaml, key: &str) -> Option<toml::Value> {
     Some(match y {
         Yaml::Null => return None,

@@ -527,6 +527,44 @@ async fn braze_conflict_without_scim_type_is_answered_by_a_lookup() {
     assert_eq!((scim.creates().len(), scim.lookups().len()), (1, 2));
 }
 
+/// Braze's update on login (PUT, no PATCH): the rule's workspace becomes the first appGroup
+/// entry, replacing the old first one; the user's other workspaces stay.
+#[tokio::test]
+async fn braze_sync_puts_the_rule_workspace_first_and_keeps_the_others() {
+    let scim = FakeScim::start_flavor(TOKEN, Flavor::Braze).await;
+    let app_group = |ws: &str, ps: &str| json!({"appGroupName": ws, "appGroupPermissionSets": [{"appGroupPermissionSetName": ps}]});
+    let id = scim.preload(json!({
+        "userName": "sam@example.com",
+        "name": {"givenName": "Sam", "familyName": "Lee"},
+        "permissions": {"companyPermissions": [], "appGroup": [
+            app_group("Production", "Analyst"),
+            app_group("Side", "Viewer"),
+        ]},
+    }));
+    let mut cfg = config(&scim);
+    cfg.payload = Payload::Braze {
+        request_origin: "https://d.example.com".into(),
+        department: "bi".into(),
+    };
+    cfg.mode = ProvisioningMode::SyncOnLogin;
+    cfg.rules = vec![ProvisioningRule {
+        group: "ops".into(),
+        workspace: "Ops".into(),
+        permission_set: "Admin".into(),
+    }];
+    let mut sam = person("sam@example.com");
+    sam.groups = samlgate::identity::groups(["ops"]);
+    let who = provisioner(&cfg).resolve(sam).await.expect("synced");
+    assert_eq!(who.workspace.as_deref(), Some("Ops"));
+    let puts = scim.replaces();
+    assert_eq!(puts.len(), 1);
+    assert_eq!(puts[0].path, format!("/scim/v2/Users/{id}"));
+    assert_eq!(
+        puts[0].body["permissions"]["appGroup"],
+        json!([app_group("Ops", "Admin"), app_group("Side", "Viewer")])
+    );
+}
+
 #[tokio::test]
 async fn filter_value_escapes_quotes_and_backslashes() {
     let scim = FakeScim::start(TOKEN).await;
