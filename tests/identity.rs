@@ -90,11 +90,7 @@ fn values(seen: &Seen, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_upstream_with_or_without_a_session() {
-    let sso = Sso::start(Opts {
-        extra: JWT,
-        ..Opts::default()
-    })
-    .await;
+    let sso = Sso::start_extra(JWT).await;
     let addr = sso.gw.addr;
 
     // No session, public path: forwarded, but without any planted identity.
@@ -180,11 +176,7 @@ async fn grafana_preset_sends_x_webauth_headers_with_the_permission_set_as_role(
         "[provisioning]\nurl = \"{}\"\ntoken = \"scim-token\"\ndefault_workspace = \"Production\"\ndefault_permission_set = \"Editor\"\n[headers]\npreset = \"grafana\"\n",
         scim.url()
     );
-    let sso = Sso::start(Opts {
-        extra: &extra,
-        ..Opts::default()
-    })
-    .await;
+    let sso = Sso::start_extra(&extra).await;
     let b = signed_in(
         &sso,
         "gina@example.com",
@@ -254,11 +246,7 @@ async fn identity_jwt_verifies_against_the_jwks_has_the_claims_and_expires() {
     let dir = tempfile::tempdir().unwrap();
     let key = write_key(dir.path());
     let extra = format!("[headers.jwt]\nkey_file = \"{key}\"\naudience = \"dashboard\"\n");
-    let sso = Sso::start(Opts {
-        extra: &extra,
-        ..Opts::default()
-    })
-    .await;
+    let sso = Sso::start_extra(&extra).await;
     let set = jwks(&sso).await;
     assert_eq!(set.keys.len(), 1);
     let mut b = signed_in(
@@ -391,11 +379,7 @@ allowed_groups = ["editors"]
 
 #[tokio::test]
 async fn access_rules_by_group_domain_path_and_method_answer_403_naming_what_is_missing() {
-    let sso = Sso::start(Opts {
-        extra: RULES,
-        ..Opts::default()
-    })
-    .await;
+    let sso = Sso::start_extra(RULES).await;
     let base = sso.gw.public_url.clone();
     let mut staff = signed_in(&sso, "sam@example.com", ("Sam", "S"), &["staff"]).await;
     let before = sso.dash.seen().len();
@@ -615,11 +599,7 @@ async fn forward_auth_from_a_trusted_proxy_answers_202_401_403() {
 
 #[tokio::test]
 async fn forward_auth_ignores_original_uri_headers_from_untrusted_peers() {
-    let sso = Sso::start(Opts {
-        extra: RULES,
-        ..Opts::default()
-    })
-    .await;
+    let sso = Sso::start_extra(RULES).await;
     let auth = format!("{}/saml/auth", sso.gw.public_url);
     let (resp, _) = get(&auth, &[("x-forwarded-uri", "/admin/x")]).await;
     assert_eq!(resp.status(), 401);

@@ -27,11 +27,7 @@ fn provisioning(scim: &FakeScim, extra: &str) -> String {
 async fn start_provisioning(options: &str) -> (FakeScim, Sso) {
     let scim = FakeScim::start(TOKEN).await;
     let extra = provisioning(&scim, options);
-    let sso = Sso::start(Opts {
-        extra: &extra,
-        ..Opts::default()
-    })
-    .await;
+    let sso = Sso::start_extra(&extra).await;
     (scim, sso)
 }
 

@@ -459,7 +459,6 @@ async fn signature_and_parser_attacks_are_refused_at_the_acs() {
         "http://127.0.0.1:{}/canary",
         canary.local_addr().unwrap().port()
     );
-    type Make = Box<dyn Fn(&Sso, &str) -> String>;
     let exc_c14n = r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#;
     let to_canary = url.clone();
     let retrieval = url.clone();
@@ -612,27 +611,27 @@ async fn signature_and_parser_attacks_are_refused_at_the_acs() {
     assert!(sets_session(&resp), "control: status {}", resp.status());
 }
 
+type Make = Box<dyn Fn(&Sso, &str) -> String>;
+
+/// A case whose response is the genuine one for the pending login, changed by `change`
+/// before signing.
+fn tweak(change: impl Fn(&mut samlgate::demo::signer::ResponseSpec) + 'static) -> Make {
+    Box::new(move |s, id| {
+        let mut sp = s.spec(Some(id));
+        change(&mut sp);
+        s.form_value(&sp)
+    })
+}
+
 #[tokio::test]
 async fn the_attack_catalogue_is_refused_at_the_acs() {
     let sso = Sso::start(Opts::default()).await;
     let now = chrono::Utc::now();
-    type Make = Box<dyn Fn(&Sso, &str) -> String>;
     let cases: Vec<(&str, Make)> = vec![
-        (
-            "unsigned",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.sign = SignMode::None;
-                s.form_value(&sp)
-            }),
-        ),
+        ("unsigned", tweak(|sp| sp.sign = SignMode::None)),
         (
             "rsa-sha1 not allowed",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.algorithm = SignAlgorithm::RsaSha1;
-                s.form_value(&sp)
-            }),
+            tweak(|sp| sp.algorithm = SignAlgorithm::RsaSha1),
         ),
         (
             "NameID changed after signing",
@@ -737,84 +736,45 @@ async fn the_attack_catalogue_is_refused_at_the_acs() {
         ("not base64", Box::new(|_, _| "%%%not-base64%%%".into())),
         (
             "wrong audience",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.audiences = vec!["https://other.test".into()];
-                s.form_value(&sp)
-            }),
+            tweak(|sp| sp.audiences = vec!["https://other.test".into()]),
         ),
-        (
-            "missing audience",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.audiences = vec![];
-                s.form_value(&sp)
-            }),
-        ),
+        ("missing audience", tweak(|sp| sp.audiences = vec![])),
         (
             "wrong recipient",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.recipient = Some("https://other.test/acs".into());
-                s.form_value(&sp)
-            }),
+            tweak(|sp| sp.recipient = Some("https://other.test/acs".into())),
         ),
         (
             "wrong destination",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.destination = Some("https://other.test/acs".into());
-                s.form_value(&sp)
-            }),
+            tweak(|sp| sp.destination = Some("https://other.test/acs".into())),
         ),
         (
             "signed response without destination",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
+            tweak(|sp| {
                 sp.destination = None;
                 sp.sign = SignMode::Response;
-                s.form_value(&sp)
             }),
         ),
         (
             "wrong issuer",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.issuer = Some("https://evil.test".into());
-                s.form_value(&sp)
-            }),
+            tweak(|sp| sp.issuer = Some("https://evil.test".into())),
         ),
         (
             "expired conditions",
-            Box::new(move |s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.not_on_or_after = Some(now - chrono::Duration::seconds(91));
-                s.form_value(&sp)
-            }),
+            tweak(move |sp| sp.not_on_or_after = Some(now - chrono::Duration::seconds(91))),
         ),
         (
             "conditions not yet valid",
-            Box::new(move |s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.not_before = Some(now + chrono::Duration::seconds(120));
-                s.form_value(&sp)
-            }),
+            tweak(move |sp| sp.not_before = Some(now + chrono::Duration::seconds(120))),
         ),
         (
             "subject confirmation expired",
-            Box::new(move |s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.subject_not_on_or_after = Some(now - chrono::Duration::seconds(120));
-                s.form_value(&sp)
+            tweak(move |sp| {
+                sp.subject_not_on_or_after = Some(now - chrono::Duration::seconds(120))
             }),
         ),
         (
             "issued in the future",
-            Box::new(move |s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.issue_instant = now + chrono::Duration::seconds(300);
-                s.form_value(&sp)
-            }),
+            tweak(move |sp| sp.issue_instant = now + chrono::Duration::seconds(300)),
         ),
         (
             "issued too long ago",
@@ -832,28 +792,10 @@ async fn the_attack_catalogue_is_refused_at_the_acs() {
         ),
         (
             "non-success status",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.status = "urn:oasis:names:tc:SAML:2.0:status:Requester".into();
-                s.form_value(&sp)
-            }),
+            tweak(|sp| sp.status = "urn:oasis:names:tc:SAML:2.0:status:Requester".into()),
         ),
-        (
-            "no AuthnStatement",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.authn_statement = false;
-                s.form_value(&sp)
-            }),
-        ),
-        (
-            "no Conditions",
-            Box::new(|s, id| {
-                let mut sp = s.spec(Some(id));
-                sp.conditions = false;
-                s.form_value(&sp)
-            }),
-        ),
+        ("no AuthnStatement", tweak(|sp| sp.authn_statement = false)),
+        ("no Conditions", tweak(|sp| sp.conditions = false)),
         (
             "InResponseTo of another request",
             Box::new(|s, _| s.form_value(&s.spec(Some("_ffffffffffffffffffffffffffffffff")))),

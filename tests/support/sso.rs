@@ -30,6 +30,15 @@ impl Sso {
         Self::start_with(dash, opts).await
     }
 
+    /// Starts everything with `extra` sections (`[headers]`, `[access]`, …) in the config.
+    pub async fn start_extra(extra: &str) -> Sso {
+        Self::start(Opts {
+            extra,
+            ..Opts::default()
+        })
+        .await
+    }
+
     /// Same, in front of an existing dashboard.
     pub async fn start_with(dash: Dashboard, opts: Opts<'_>) -> Sso {
         let idp = TestIdp::generate(IDP_ENTITY).unwrap();
