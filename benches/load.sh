@@ -9,6 +9,9 @@
 #   samlgate-auth        wrk (with a session cookie) -> samlgate (memory store) -> upstream
 #   samlgate-auth-redis  the same with the Redis session store
 #   samlgate-forward-auth  wrk (with the cookie) -> samlgate /saml/auth (forward-auth answer, no upstream)
+#   floor     wrk -> examples/hyper_floor: a bare proxy on samlgate's own crates (hyper's HTTP/1
+#             server and connection API, one current-thread runtime, mimalloc) that does nothing
+#             else: the most any gateway built on this stack can do here
 # Prints req/s, p50, p99 per target (median of the rounds) and the ratios.
 # Usage: benches/load.sh [seconds-per-run=10] [rounds=3] [connections=64]
 set -euo pipefail
@@ -22,11 +25,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; for p in "$WORK"/*.pid; do [ -f "$p" 
 for tool in nginx wrk taskset; do
   command -v $tool >/dev/null || { echo "load.sh: $tool missing: run scripts/install-deps.sh bench" >&2; exit 1; }
 done
-cargo build --release --locked --quiet --bin samlgate --example bench_login
+cargo build --release --locked --quiet --bin samlgate --example bench_login --example hyper_floor
 bash scripts/ensure-redis.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NG=$(free_port); SG=$(free_port); SGA=$(free_port); SGR=$(free_port); SGR_ADMIN=$(free_port); SG_ADMIN=$(free_port); SGA_ADMIN=$(free_port)
+UP=$(free_port); NG=$(free_port); FL=$(free_port); SG=$(free_port); SGA=$(free_port); SGR=$(free_port); SGR_ADMIN=$(free_port); SG_ADMIN=$(free_port); SGA_ADMIN=$(free_port)
 
 UPSTREAM_SERVER="server { listen 127.0.0.1:$UP; location / { return 200 \"ok\\n\"; } }"
 if [ "${UPSTREAM:-separate}" = separate ]; then
@@ -91,6 +94,7 @@ gateway_config "$SGR" "$SGR_ADMIN" redis > "$WORK/sgr.toml"
 for n in sg sga sgr; do
   taskset -c $SERVER_CPU ./target/release/samlgate serve --config "$WORK/$n.toml" 2>"$WORK/$n.log" &
 done
+taskset -c $SERVER_CPU ./target/release/examples/hyper_floor "127.0.0.1:$FL" "127.0.0.1:$UP" conn 2>"$WORK/floor.log" &
 sleep 1
 
 # Session cookies made by a real SAML login through each gateway.
@@ -103,12 +107,13 @@ run() { # name url [cookie]
   taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$2" > "$WORK/$1.$r.txt"
 }
 # TARGETS="nginx samlgate-auth" runs a subset (the ratios need their pairs).
-read -r -a targets <<< "${TARGETS:-direct nginx samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth}"
+read -r -a targets <<< "${TARGETS:-direct nginx floor samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth}"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     case $t in
       direct) run direct "http://127.0.0.1:$UP/public/x" ;;
       nginx) run nginx "http://127.0.0.1:$NG/public/x" ;;
+      floor) run floor "http://127.0.0.1:$FL/public/x" ;;
       samlgate) run samlgate "http://127.0.0.1:$SG/public/x" ;;
       samlgate-auth) run samlgate-auth "http://127.0.0.1:$SGA/private/x" "$COOKIE_MEM" ;;
       samlgate-auth-redis) run samlgate-auth-redis "http://127.0.0.1:$SGR/private/x" "$COOKIE_REDIS" ;;
@@ -146,6 +151,10 @@ if have("samlgate", "nginx"):
   print(f"samlgate/nginx  throughput {ratio('samlgate','nginx',0):.2f}x  p99 {ratio('samlgate','nginx',2):.2f}x")
 if have("samlgate", "direct"):
   print(f"samlgate/direct throughput {ratio('samlgate','direct',0):.2f}x  p99 {ratio('samlgate','direct',2):.2f}x")
+if have("floor", "nginx"):
+    print(f"floor/nginx throughput {ratio('floor','nginx',0):.2f}x  p99 {ratio('floor','nginx',2):.2f}x")
+if have("samlgate-auth", "floor"):
+    print(f"auth(memory)/floor throughput {ratio('samlgate-auth','floor',0):.2f}x  p99 {ratio('samlgate-auth','floor',2):.2f}x")
 if have("samlgate-auth", "nginx"):
     print(f"auth(memory)/nginx throughput {ratio('samlgate-auth','nginx',0):.2f}x  p99 {ratio('samlgate-auth','nginx',2):.2f}x")
 if have("samlgate-auth-redis", "samlgate-auth"):

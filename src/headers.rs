@@ -14,6 +14,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::HeadersConfig;
 use crate::identity::Identity;
+use crate::keyhash::KeyHash;
 
 /// Bytes encoded in every identity header value.
 const VALUE_SET: &AsciiSet = &CONTROLS.add(b'%');
@@ -49,7 +50,7 @@ pub struct IdentityHeaders {
     /// Values already worked out, by identity. A session's identity is one shared `Arc` while
     /// the store holds it, so its values are computed once, not on every request. An entry holds
     /// its `Arc`, so the address that keys it cannot name another identity meanwhile.
-    cached: moka::sync::Cache<usize, (Arc<Identity>, InjectedValues)>,
+    cached: moka::sync::Cache<usize, (Arc<Identity>, InjectedValues), KeyHash>,
 }
 
 /// An identity's header values, in the order of [`IdentityHeaders::names`]; `None` where the
@@ -115,7 +116,7 @@ impl IdentityHeaders {
             cached: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(300))
-                .build(),
+                .build_with_hasher(KeyHash),
         })
     }
 
@@ -303,18 +304,21 @@ fn cookie_name(pair: &str) -> &str {
 /// Rewrites the Cookie header(s) as one, without `names` (HTTP/2 clients send one header per
 /// cookie; HTTP/1.1 upstreams get them joined, RFC 9113 §8.2.3).
 fn rebuild_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let mut kept: Vec<String> = Vec::new();
+    let mut kept = String::new();
     for v in headers.get_all(http::header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             if !names.contains(&cookie_name(pair)) {
-                kept.push(pair.to_string());
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                kept.push_str(pair);
             }
         }
     }
     headers.remove(http::header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept))
     {
         headers.insert(http::header::COOKIE, v);
     }

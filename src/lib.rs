@@ -20,6 +20,7 @@ pub mod error;
 pub mod headers;
 pub mod identity;
 pub mod jwt;
+pub mod keyhash;
 pub mod outbound;
 pub mod pages;
 pub mod provision;

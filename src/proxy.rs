@@ -3,20 +3,22 @@
 //! bridging `Upgrade` (WebSocket) connections. Knows nothing of sessions or identities.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
-use crate::body::{Body, stream};
+use crate::body::{Body, BoxError, stream};
 use crate::config::UpstreamConfig;
 
 /// Why the upstream could not answer.
@@ -24,7 +26,7 @@ use crate::config::UpstreamConfig;
 pub enum ProxyError {
     /// Connection refused, DNS, TLS, reset before the response head.
     #[error("upstream unreachable")]
-    Unreachable(#[source] hyper_util::client::legacy::Error),
+    Unreachable(#[source] BoxError),
     /// Connect or response-head timeout.
     #[error("upstream timed out")]
     Timeout,
@@ -49,13 +51,14 @@ pub struct Peer {
     pub worker: usize,
 }
 
-/// The pooled upstream client and what it needs to rewrite requests.
+/// The upstream connections and what the proxy needs to rewrite requests.
 pub struct Proxy {
-    /// One pooled client per server worker: a worker's upstream connections live on its own
-    /// runtime, so a request never hops threads to reach its connection.
-    clients: Box<[Client<HttpsConnector<HttpConnector>, Incoming>]>,
-    scheme: Scheme,
-    authority: Authority,
+    connector: HttpsConnector<HttpConnector>,
+    /// The idle keep-alive connections of each server worker: a worker's upstream connections
+    /// live on its own runtime, so a request never hops threads to reach its connection.
+    idle: Box<[Arc<Idle>]>,
+    /// The upstream URI with an empty path: what the connector dials.
+    origin: Uri,
     authority_header: HeaderValue,
     base_path: String,
     request_timeout: Duration,
@@ -95,14 +98,18 @@ impl Proxy {
         };
         let connector =
             crate::outbound::connector(extra, cfg.connect_timeout).map_err(BuildError::CaFile)?;
-        let clients = (0..workers.max(1))
-            .map(|_| crate::outbound::client(connector.clone(), 256, Duration::from_secs(90)))
-            .collect();
+        let idle = (0..workers.max(1)).map(|_| Arc::default()).collect();
         let parts = cfg.url.clone().into_parts();
         let scheme = parts.scheme.unwrap_or(Scheme::HTTP);
         let authority = parts
             .authority
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
         let authority_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         let base_path = parts
@@ -110,9 +117,9 @@ impl Proxy {
             .map(|p| p.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
         Ok(Self {
-            clients,
-            scheme,
-            authority,
+            connector,
+            idle,
+            origin,
             authority_header,
             base_path,
             request_timeout: cfg.request_timeout,
@@ -159,21 +166,20 @@ impl Proxy {
             headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut resp = match tokio::time::timeout(
-            self.request_timeout,
-            self.clients[peer.worker % self.clients.len()].request(req),
-        )
-        .await
-        {
-            Err(_) => return Err(ProxyError::Timeout),
-            Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::Timeout),
-            Ok(Err(e)) => return Err(ProxyError::Unreachable(e)),
-            Ok(Ok(resp)) => resp,
-        };
+        let idle = &self.idle[peer.worker % self.idle.len()];
+        let (mut resp, conn) =
+            match tokio::time::timeout(self.request_timeout, self.send(req, idle)).await {
+                Err(_) => return Err(ProxyError::Timeout),
+                Ok(Err(e)) if is_timeout(e.as_ref()) => return Err(ProxyError::Timeout),
+                Ok(Err(e)) => return Err(ProxyError::Unreachable(e)),
+                Ok(Ok(pair)) => pair,
+            };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
+            // The connection now belongs to the tunnel: it never goes back to the pool.
+            drop(conn);
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await)
@@ -190,7 +196,53 @@ impl Proxy {
 
         strip_hop_by_hop(resp.headers_mut());
         let (parts, body) = resp.into_parts();
-        Ok(Response::from_parts(parts, stream(body)))
+        Ok(Response::from_parts(
+            parts,
+            stream(Returning::new(body, conn, idle.clone())),
+        ))
+    }
+
+    /// Sends the request on an idle keep-alive connection of this worker, or on a new one.
+    /// A request an idle connection could not take (the upstream had closed it) is sent again
+    /// on the next one; a request that was sent is never sent twice.
+    async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        idle: &Idle,
+    ) -> Result<(Response<Incoming>, SendRequest<Incoming>), BoxError> {
+        loop {
+            let (mut conn, reused) = match idle.take() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(e) = conn.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, conn)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// Dials the upstream (TCP, then TLS for https) and starts the HTTP/1.1 connection on the
+    /// current worker's runtime.
+    async fn connect(&self) -> Result<SendRequest<Incoming>, BoxError> {
+        let mut connector = self.connector.clone();
+        let io = tower_service::Service::call(&mut connector, self.origin.clone()).await?;
+        let (conn, driver) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(conn)
     }
 
     fn upstream_uri(&self, uri: &Uri) -> Uri {
@@ -203,33 +255,30 @@ impl Proxy {
         } else {
             PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq.unwrap_or_else(|_| PathAndQuery::from_static("/")));
-        Uri::from_parts(parts).unwrap_or_default()
+        // Origin form: the connection is already the upstream's.
+        Uri::from(pq.unwrap_or_else(|_| PathAndQuery::from_static("/")))
     }
 
     /// Sets `X-Forwarded-For/-Proto/-Host`: appended to when the peer is a trusted proxy,
     /// replaced otherwise (a client cannot plant its own chain).
     pub fn set_forwarded(&self, headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
-        let ip = canonical_ip(peer.addr.ip()).to_string();
+        let ip = ip_text(canonical_ip(peer.addr.ip()));
         let trusted = self.is_trusted(peer.addr.ip());
-        let xff = if trusted {
-            let prior: Vec<&str> = headers
+        let prior: Vec<&str> = if trusted {
+            headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .collect();
-            if prior.is_empty() {
-                ip
-            } else {
-                format!("{}, {ip}", prior.join(", "))
-            }
+                .collect()
         } else {
-            ip
+            Vec::new()
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        let xff = if prior.is_empty() {
+            HeaderValue::from_str(ip.as_str())
+        } else {
+            HeaderValue::from_str(&format!("{}, {}", prior.join(", "), ip.as_str()))
+        };
+        if let Ok(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
         }
         let proto_given = trusted && headers.contains_key(&X_FORWARDED_PROTO);
@@ -250,6 +299,55 @@ impl Proxy {
                 }
             }
         }
+    }
+}
+
+/// An address as text, without `fmt` for IPv4 (the per-request case).
+fn ip_text(ip: IpAddr) -> IpText {
+    let mut out = IpText {
+        buf: [0; 45],
+        len: 0,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            for b in v6.to_string().bytes() {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// The text of an IP address (at most 45 bytes: an IPv4-mapped IPv6 address written out).
+struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 }
 
@@ -282,24 +380,32 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including every header named in `Connection` (RFC 9110 §7.6.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // One pass over the names present, then removals only of what is there: cheaper than
+    // removing each of the nine candidates, which hashes every name (upstreams answer with
+    // `Connection: keep-alive` on every response).
+    let named: Vec<&str> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
         .collect();
-    for name in named {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            *name == header::UPGRADE
+                || HOP_BY_HOP.contains(name)
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
-fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
@@ -313,4 +419,138 @@ fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// Most idle connections a worker keeps, and how long one may stay idle.
+const MAX_IDLE: usize = 256;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One worker's idle keep-alive connections, the most recently used last.
+#[derive(Default)]
+struct Idle(Mutex<Vec<(SendRequest<Incoming>, Instant)>>);
+
+impl Idle {
+    /// The most recently used connection that is still open and not idle too long.
+    fn take(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((conn, since)) = idle.pop() {
+            if !conn.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: SendRequest<Incoming>) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+    }
+}
+
+/// An upstream response body that hands its connection back to the worker's idle pool once
+/// it has been read to the end. A body dropped before its end drops the connection with it:
+/// HTTP/1 cannot reuse a connection in the middle of a response.
+struct Returning {
+    body: Incoming,
+    conn: Option<(SendRequest<Incoming>, Arc<Idle>)>,
+}
+
+impl Returning {
+    fn new(body: Incoming, conn: SendRequest<Incoming>, idle: Arc<Idle>) -> Self {
+        let mut returning = Self {
+            body,
+            conn: Some((conn, idle)),
+        };
+        if hyper::body::Body::is_end_stream(&returning.body) {
+            returning.give_back();
+        }
+        returning
+    }
+
+    fn give_back(&mut self) {
+        if let Some((conn, idle)) = self.conn.take() {
+            idle.put(conn);
+        }
+    }
+}
+
+impl hyper::body::Body for Returning {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            Poll::Pending => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_writes_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "9.99.100.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            assert_eq!(ip_text(ip).as_str(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut plain = HeaderMap::new();
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        plain.insert(header::HOST, HeaderValue::from_static("a.example"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
+
+        let mut hop = before.clone();
+        hop.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        hop.insert("x-private", HeaderValue::from_static("1"));
+        hop.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        hop.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut hop);
+        assert_eq!(hop, before);
+
+        let mut only_keep_alive = before.clone();
+        only_keep_alive.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut only_keep_alive);
+        assert_eq!(only_keep_alive, before);
+    }
 }

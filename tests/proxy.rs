@@ -495,3 +495,86 @@ async fn https_upstream_with_a_configured_ca() {
     let (resp, _) = get(&format!("{}/static/secure", gw.public_url), &[]).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let dash = Dashboard::start().await;
+    let opts = gateway::Opts {
+        server: "workers = 1",
+        ..Default::default()
+    };
+    let gw = gateway::start_toml(&gateway::toml("{public_url}", &dash.url(), opts)).await;
+    for i in 0..20 {
+        let url = format!("{}/static/{i}.js", gw.public_url);
+        if i % 5 == 0 {
+            // A body-less answer hands its connection back at once.
+            let (resp, body) =
+                gateway::send(Request::head(&url).body(Full::default()).unwrap()).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert!(body.is_empty());
+        } else {
+            let (resp, body) = get(&url, &[]).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(
+                &body[..],
+                format!("dashboard saw /static/{i}.js").as_bytes()
+            );
+        }
+    }
+    assert_eq!(dash.seen().len(), 20);
+    assert_eq!(
+        dash.connections(),
+        1,
+        "requests did not share a keep-alive connection"
+    );
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
+    // A dashboard that answers one request per connection, framed for keep-alive, and then
+    // closes the idle connection (as one does when its keep-alive timeout is shorter).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let opts = gateway::Opts {
+        server: "workers = 1",
+        ..Default::default()
+    };
+    let gw = gateway::start_toml(&gateway::toml(
+        "{public_url}",
+        &format!("http://{addr}"),
+        opts,
+    ))
+    .await;
+    for _ in 0..5 {
+        let (resp, body) = get(&format!("{}/static/x", gw.public_url), &[]).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "a closed connection was used"
+        );
+        assert_eq!(&body[..], b"ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

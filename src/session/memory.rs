@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::Error;
 use super::metrics::SessionMetrics;
 use super::store::{Instruments, SessionKey, SessionRecord, hex, session_key_from_hex};
+use crate::keyhash::KeyHash;
 
 /// A value with the instant it stops existing.
 trait Deadline {
@@ -111,7 +112,7 @@ where
 /// The embedded store. Clones share the same caches.
 #[derive(Clone)]
 pub struct MemoryStore {
-    sessions: Cache<SessionKey, Stored>,
+    sessions: Cache<SessionKey, Stored, KeyHash>,
     blobs: Cache<String, Blob>,
     indexes: Indexes,
     session_index: SessionIndex,
@@ -143,7 +144,7 @@ impl MemoryStore {
                     lock(&listener_index).remove(&(index, *key));
                 }
             })
-            .build();
+            .build_with_hasher(KeyHash);
         Self {
             sessions,
             blobs: cache(max_entries).build(),

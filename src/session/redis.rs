@@ -24,6 +24,7 @@ use super::metrics::SessionMetrics;
 use super::store::{Instruments, SessionKey, SessionRecord, hex, session_key_from_hex};
 use super::{Error, StoreFault};
 use crate::config::SessionConfig;
+use crate::keyhash::KeyHash;
 
 /// Compare-and-delete (lock release): delete KEYS[1] only while it holds ARGV[1].
 const DELETE_IF_EQ: &str = r"
@@ -71,7 +72,7 @@ struct Inner {
     channel: String,
     op_timeout: Duration,
     /// `None` when `local_ttl` is zero.
-    local: Option<Cache<SessionKey, SessionRecord>>,
+    local: Option<Cache<SessionKey, SessionRecord, KeyHash>>,
     /// True while the listener is subscribed; the local tier answers only then.
     subscribed: Arc<AtomicBool>,
     /// Bumped on every subscription change; a value fetched across a change is not cached.
@@ -131,7 +132,7 @@ impl RedisStore {
             Cache::builder()
                 .max_capacity(cfg.max_entries)
                 .time_to_live(cfg.local_ttl)
-                .build()
+                .build_with_hasher(KeyHash)
         });
         let subscribed = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
@@ -451,7 +452,7 @@ impl RedisStore {
 async fn listen(
     client: Client,
     channel: String,
-    local: Option<Cache<SessionKey, SessionRecord>>,
+    local: Option<Cache<SessionKey, SessionRecord, KeyHash>>,
     subscribed: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
     connect_timeout: Duration,

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub struct Seen {
 pub struct Dashboard {
     pub addr: Option<SocketAddr>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -44,6 +46,7 @@ impl Dashboard {
         let dash = Dashboard {
             addr: Some(addr),
             seen: Arc::default(),
+            connections: Arc::default(),
         };
         let d = dash.clone();
         tokio::spawn(async move {
@@ -51,6 +54,7 @@ impl Dashboard {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
+                d.connections.fetch_add(1, Ordering::SeqCst);
                 let d = d.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -68,6 +72,11 @@ impl Dashboard {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr.unwrap())
+    }
+
+    /// How many connections the dashboard has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Every request seen so far.
