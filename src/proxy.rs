@@ -213,14 +213,12 @@ impl Proxy {
         loop {
             let (mut conn, reused) = match idle.take() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
-            };
-            if let Err(e) = conn.ready().await {
-                if reused {
-                    continue;
+                None => {
+                    let mut conn = self.connect().await?;
+                    conn.ready().await?;
+                    (conn, false)
                 }
-                return Err(e.into());
-            }
+            };
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, conn)),
                 Err(mut e) => match e.take_message() {
@@ -430,11 +428,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 struct Idle(Mutex<Vec<(SendRequest<Incoming>, Instant)>>);
 
 impl Idle {
-    /// The most recently used connection that is still open and not idle too long.
+    /// The most recently used connection that can take a request now and has not been idle
+    /// too long. Others are dropped: a closed one is gone, and one still busy (sending a
+    /// request body the upstream answered before reading) finishes that and then closes,
+    /// rather than making this request wait for it.
     fn take(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((conn, since)) = idle.pop() {
-            if !conn.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if conn.is_ready() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(conn);
             }
         }

@@ -578,3 +578,86 @@ async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+#[tokio::test]
+async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
+    // A dashboard that answers a POST at once and then keeps reading its body (a size limit
+    // that drains), and answers anything else with "ok", keeping connections alive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                loop {
+                    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    if head.starts_with(b"POST") {
+                        let _ = stream
+                            .write_all(
+                                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+                            )
+                            .await;
+                        while let Ok(n) = stream.read(&mut buf).await {
+                            if n == 0 {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    head.drain(..end + 4);
+                    if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let opts = gateway::Opts {
+        server: "workers = 1",
+        ..Default::default()
+    };
+    let gw = gateway::start_toml(&gateway::toml(
+        "{public_url}",
+        &format!("http://{addr}"),
+        opts,
+    ))
+    .await;
+    // An upload that sends one chunk and then stalls.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk"))))
+        .await
+        .unwrap();
+    let mut rx = rx;
+    let upload = Request::post(format!("{}/static/upload", gw.public_url))
+        .body(StreamBody::new(futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
+        .unwrap();
+    let early = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(upload)
+        .await
+        .unwrap();
+    assert_eq!(early.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The next request on the same worker gets a connection of its own rather than waiting
+    // for the busy one until the request timeout (504).
+    let (resp, body) = get(&format!("{}/static/next", gw.public_url), &[]).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "waited for a busy upstream connection"
+    );
+    assert_eq!(&body[..], b"ok");
+    drop(tx);
+}
