@@ -3,6 +3,7 @@
 # one here wrote. Makes a venv under the cargo target dir on first use; needs xmlsec1 and openssl.
 set -eu
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh test # xmlsec1, openssl, python3-venv when missing
 target="${CARGO_TARGET_DIR:-target}"
 venv="$target/saml-venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import saml2" 2>/dev/null; then

@@ -3,6 +3,7 @@
 # here wrote. Makes a venv under the cargo target dir on first use.
 set -eu
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh test # xmlsec1, openssl, python3-venv when missing
 target="${CARGO_TARGET_DIR:-target}"
 venv="$target/scim-venv"
 if [ ! -x "$venv/bin/scim2-server" ]; then
