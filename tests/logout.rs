@@ -16,6 +16,7 @@ use openssl::pkey::PKey;
 use openssl::sign::{Signer, Verifier};
 use openssl::x509::X509;
 use samlgate::demo::signer::{SignAlgorithm, TestIdp, new_id};
+use support::dashboard::Dashboard;
 use support::gateway::{self, Opts};
 use support::sso::{Browser, IDP_ENTITY, Sso, decode_redirect};
 
@@ -290,6 +291,29 @@ async fn sign_out_without_sp_key_or_session() {
     let location = resp.headers()["location"].to_str().unwrap();
     assert!(!location.contains("Signature="));
     assert!(!signed_in(&sso, &cookie).await);
+}
+
+#[tokio::test]
+async fn sign_out_with_an_idp_without_a_logout_endpoint_ends_the_local_session() {
+    let sso = Sso::start_with_slo(Dashboard::start().await, Opts::default(), None).await;
+    let mut b = Browser::new();
+    let cookie = login(&sso, &mut b, "_g1").await;
+    assert!(signed_in(&sso, &cookie).await);
+    let (resp, body) = b.get(&slo_url(&sso)).await;
+    // The signed-out page itself, no trip to an IdP that has no endpoint to go to.
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("location").is_none());
+    assert!(String::from_utf8_lossy(&body).contains("You are signed out."));
+    let cleared = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().contains("Max-Age=0"));
+    assert!(cleared, "the session cookie was not cleared");
+    assert!(
+        !signed_in(&sso, &cookie).await,
+        "the session outlived sign-out"
+    );
 }
 
 #[tokio::test]

@@ -41,13 +41,18 @@ impl Sso {
 
     /// Same, in front of an existing dashboard.
     pub async fn start_with(dash: Dashboard, opts: Opts<'_>) -> Sso {
+        Self::start_with_slo(dash, opts, Some("https://idp.test/slo")).await
+    }
+
+    /// Same, with the IdP's single logout endpoint (`None`: its metadata names none, as
+    /// Google Workspace's does).
+    pub async fn start_with_slo(dash: Dashboard, opts: Opts<'_>, slo: Option<&str>) -> Sso {
         let idp = TestIdp::generate(IDP_ENTITY).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let meta = dir.path().join("idp.xml");
         std::fs::write(
             &meta,
-            idp.metadata_xml("https://idp.test/sso", Some("https://idp.test/slo"))
-                .unwrap(),
+            idp.metadata_xml("https://idp.test/sso", slo).unwrap(),
         )
         .unwrap();
         let meta = meta.display().to_string();
