@@ -661,3 +661,44 @@ async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
     assert_eq!(&body[..], b"ok");
     drop(tx);
 }
+
+/// `samlgate_requests_in_flight` as the admin listener reports it.
+async fn in_flight(gw: &gateway::Gateway) -> i64 {
+    let (_, body) = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("samlgate_requests_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no in-flight gauge in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_request_whose_client_went_away_is_no_longer_in_flight() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"GET /slow?ms=60000 HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dash.seen().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard never saw the request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight(&gw).await, 1);
+    // The client hangs up long before the dashboard answers: the request is dropped, and
+    // the gauge must not stay raised.
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight(&gw).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a dropped request stayed in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
