@@ -477,12 +477,7 @@ pub fn inspect_document(
         }
         // Allowed only when the policy says so, only `saml:Assertion`, only as the child of
         // a `saml:Advice` inside the top-level Assertion.
-        let in_advice = is(node, NS_SAML, "Assertion")
-            && node
-                .parent_element()
-                .is_some_and(|p| is(p, NS_SAML, "Advice"))
-            && node.ancestors().any(|a| a == top_assertion);
-        if !(policy.allow_advice_assertions && in_advice) {
+        if !(policy.allow_advice_assertions && in_advice(node, top_assertion)) {
             return Err(HardenError::AssertionMisplaced);
         }
     }
@@ -522,18 +517,12 @@ pub fn inspect_document(
         let parent = sig
             .parent_element()
             .ok_or(HardenError::SignatureMisplaced)?;
-        let which = if parent == root {
-            0
+        let signs = if parent == root {
+            Signs::Response
         } else if parent == top_assertion && !encrypted {
-            1
-        } else if policy.allow_advice_assertions
-            && is(parent, NS_SAML, "Assertion")
-            && parent
-                .parent_element()
-                .is_some_and(|p| is(p, NS_SAML, "Advice"))
-            && parent.ancestors().any(|a| a == top_assertion)
-        {
-            2
+            Signs::Assertion
+        } else if policy.allow_advice_assertions && in_advice(parent, top_assertion) {
+            Signs::AdviceAssertion
         } else {
             return Err(HardenError::SignatureMisplaced);
         };
@@ -541,24 +530,24 @@ pub fn inspect_document(
             sig,
             parent,
             parent == root,
-            (which == 2).then_some(&advice_ids),
+            (signs == Signs::AdviceAssertion).then_some(&advice_ids),
             policy,
         )?;
-        match which {
-            0 => {
+        match signs {
+            Signs::Response => {
                 if inspected.response_signed {
                     return Err(HardenError::SignatureMisplaced);
                 }
                 inspected.response_signed = true;
                 inspected.response_signature_range = Some(sig.range());
             }
-            1 => {
+            Signs::Assertion => {
                 if inspected.assertion_signed {
                     return Err(HardenError::SignatureMisplaced);
                 }
                 inspected.assertion_signed = true;
             }
-            _ => inspected.advice_signatures += 1,
+            Signs::AdviceAssertion => inspected.advice_signatures += 1,
         }
     }
 
@@ -774,6 +763,26 @@ fn check_reference(
         return Err(HardenError::Transform);
     }
     Ok(())
+}
+
+/// What a `ds:Signature` signs, by where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signs {
+    /// The Response (its child).
+    Response,
+    /// The top-level Assertion (its child).
+    Assertion,
+    /// An Assertion inside the top-level Assertion's `saml:Advice` (test relaxation only).
+    AdviceAssertion,
+}
+
+/// A `saml:Assertion` that is the child of a `saml:Advice` inside the top-level Assertion.
+fn in_advice(node: Node<'_, '_>, top_assertion: Node<'_, '_>) -> bool {
+    is(node, NS_SAML, "Assertion")
+        && node
+            .parent_element()
+            .is_some_and(|p| is(p, NS_SAML, "Advice"))
+        && node.ancestors().any(|a| a == top_assertion)
 }
 
 #[cfg(test)]
