@@ -139,7 +139,10 @@ impl Policy {
             require_audience: true,
             allow_advice_assertions: false,
             reduce: Reduce::PreDigest,
-            limits: Limits::default(),
+            limits: Limits {
+                max_decoded_bytes: decoded_cap(262_144),
+                ..Limits::default()
+            },
         }
     }
 
@@ -155,10 +158,15 @@ impl Policy {
         p.attributes = cfg.attributes.clone();
         p.name_id_format = cfg.name_id_format.clone();
         p.force_authn = cfg.force_authn;
-        // base64 is 4/3 of the decoded size.
-        p.limits.max_decoded_bytes = cfg.max_response_bytes / 4 * 3 + 3;
+        p.limits.max_decoded_bytes = decoded_cap(cfg.max_response_bytes);
         p
     }
+}
+
+/// The largest decoded response a `SAMLResponse` value of `max_response_bytes` can carry
+/// (base64 is 4/3 of the decoded size).
+fn decoded_cap(max_response_bytes: usize) -> usize {
+    max_response_bytes / 4 * 3 + 3
 }
 
 /// Why a `Saml` could not be built (start-up, `samlgate check`).
@@ -1042,4 +1050,34 @@ fn top_assertion<'a, 'i>(response: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
     response
         .children()
         .find(|c| is(*c, NS_SAML, "Assertion") || is(*c, NS_SAML, "EncryptedAssertion"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strict_test_policy_is_what_the_config_defaults_give() {
+        let toml = "[server]\npublic_url = \"https://sp.example\"\n\
+                    [upstream]\nurl = \"http://127.0.0.1:1\"\n\
+                    [saml]\nidp_metadata_file = \"config/idp-metadata.xml\"\n\
+                    [session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+        let cfg = crate::config::Config::from_toml_str(toml, Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("a valid config");
+        let configured = Policy::from_config(&cfg.saml);
+        let strict = Policy::new(&cfg.saml.entity_id, &cfg.saml.acs_url);
+        assert_eq!(strict.slo_url, configured.slo_url);
+        assert_eq!(strict.allow_idp_initiated, configured.allow_idp_initiated);
+        assert_eq!(strict.clock_skew, configured.clock_skew);
+        assert_eq!(strict.max_issue_age, configured.max_issue_age);
+        assert_eq!(strict.allowed_algorithms, configured.allowed_algorithms);
+        assert_eq!(strict.max_response_bytes, configured.max_response_bytes);
+        assert_eq!(strict.attributes, configured.attributes);
+        assert_eq!(strict.name_id_format, configured.name_id_format);
+        assert_eq!(strict.force_authn, configured.force_authn);
+        assert_eq!(strict.reduce, configured.reduce);
+        assert_eq!(strict.limits, configured.limits);
+        assert!(strict.require_audience && configured.require_audience);
+        assert!(!strict.allow_advice_assertions && !configured.allow_advice_assertions);
+    }
 }
