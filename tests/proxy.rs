@@ -496,14 +496,19 @@ async fn https_upstream_with_a_configured_ca() {
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
 }
 
-#[tokio::test]
-async fn upstream_connections_are_kept_alive_and_reused() {
-    let dash = Dashboard::start().await;
+/// A gateway with one worker, so that every request shares one upstream connection pool.
+async fn one_worker_gateway(upstream: &str) -> gateway::Gateway {
     let opts = gateway::Opts {
         server: "workers = 1",
         ..Default::default()
     };
-    let gw = gateway::start_toml(&gateway::toml("{public_url}", &dash.url(), opts)).await;
+    gateway::start_toml(&gateway::toml("{public_url}", upstream, opts)).await
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let dash = Dashboard::start().await;
+    let gw = one_worker_gateway(&dash.url()).await;
     for i in 0..20 {
         let url = format!("{}/static/{i}.js", gw.public_url);
         if i % 5 == 0 {
@@ -556,16 +561,7 @@ async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
             });
         }
     });
-    let opts = gateway::Opts {
-        server: "workers = 1",
-        ..Default::default()
-    };
-    let gw = gateway::start_toml(&gateway::toml(
-        "{public_url}",
-        &format!("http://{addr}"),
-        opts,
-    ))
-    .await;
+    let gw = one_worker_gateway(&format!("http://{addr}")).await;
     for _ in 0..5 {
         let (resp, body) = get(&format!("{}/static/x", gw.public_url), &[]).await;
         assert_eq!(
@@ -623,16 +619,7 @@ async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
             });
         }
     });
-    let opts = gateway::Opts {
-        server: "workers = 1",
-        ..Default::default()
-    };
-    let gw = gateway::start_toml(&gateway::toml(
-        "{public_url}",
-        &format!("http://{addr}"),
-        opts,
-    ))
-    .await;
+    let gw = one_worker_gateway(&format!("http://{addr}")).await;
     // An upload that sends one chunk and then stalls.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk"))))
