@@ -142,23 +142,20 @@ for t in targets:
 print(f"{'target':<22}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
 for t, (a, b, c, e) in res.items():
     print(f"{t:<22}{a:>12.0f}{b:>10.3f}{c:>10.3f}{e:>9}")
-def ratio(a, b, i):
-    return res[a][i] / res[b][i]
 print()
-def have(*ts):
-    return all(t in res for t in ts)
-if have("samlgate", "nginx"):
-  print(f"samlgate/nginx  throughput {ratio('samlgate','nginx',0):.2f}x  p99 {ratio('samlgate','nginx',2):.2f}x")
-if have("samlgate", "direct"):
-  print(f"samlgate/direct throughput {ratio('samlgate','direct',0):.2f}x  p99 {ratio('samlgate','direct',2):.2f}x")
-if have("floor", "nginx"):
-    print(f"floor/nginx throughput {ratio('floor','nginx',0):.2f}x  p99 {ratio('floor','nginx',2):.2f}x")
-if have("samlgate-auth", "floor"):
-    print(f"auth(memory)/floor throughput {ratio('samlgate-auth','floor',0):.2f}x  p99 {ratio('samlgate-auth','floor',2):.2f}x")
-if have("samlgate-auth", "nginx"):
-    print(f"auth(memory)/nginx throughput {ratio('samlgate-auth','nginx',0):.2f}x  p99 {ratio('samlgate-auth','nginx',2):.2f}x")
-if have("samlgate-auth-redis", "samlgate-auth"):
-    print(f"auth(redis)/auth(memory) throughput {ratio('samlgate-auth-redis','samlgate-auth',0):.2f}x")
-if have("samlgate-forward-auth", "samlgate-auth"):
-    print(f"forward-auth(/saml/auth)/auth proxy throughput {ratio('samlgate-forward-auth','samlgate-auth',0):.2f}x")
+# (label, target, against, with p99)
+for label, a, b, p99 in [
+    ("samlgate/nginx", "samlgate", "nginx", True),
+    ("samlgate/direct", "samlgate", "direct", True),
+    ("floor/nginx", "floor", "nginx", True),
+    ("auth(memory)/floor", "samlgate-auth", "floor", True),
+    ("auth(memory)/nginx", "samlgate-auth", "nginx", True),
+    ("auth(redis)/auth(memory)", "samlgate-auth-redis", "samlgate-auth", False),
+    ("forward-auth(/saml/auth)/auth proxy", "samlgate-forward-auth", "samlgate-auth", False),
+]:
+    if a in res and b in res:
+        line = f"{label} throughput {res[a][0] / res[b][0]:.2f}x"
+        if p99:
+            line += f"  p99 {res[a][2] / res[b][2]:.2f}x"
+        print(line)
 PY

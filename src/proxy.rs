@@ -272,9 +272,9 @@ impl Proxy {
             Vec::new()
         };
         let xff = if prior.is_empty() {
-            HeaderValue::from_str(ip.as_str())
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
         } else {
-            HeaderValue::from_str(&format!("{}, {}", prior.join(", "), ip.as_str()))
+            HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
         };
         if let Ok(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
@@ -301,52 +301,24 @@ impl Proxy {
 }
 
 /// An address as text, without `fmt` for IPv4 (the per-request case).
-fn ip_text(ip: IpAddr) -> IpText {
-    let mut out = IpText {
-        buf: [0; 45],
-        len: 0,
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
     };
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
         }
-        IpAddr::V6(v6) => {
-            for b in v6.to_string().bytes() {
-                out.push(b);
-            }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
         }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
     }
     out
-}
-
-/// The text of an IP address (at most 45 bytes: an IPv4-mapped IPv6 address written out).
-struct IpText {
-    buf: [u8; 45],
-    len: usize,
-}
-
-impl IpText {
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
 }
 
 /// An IPv4-mapped IPv6 address as plain IPv4, so CIDRs match either way.
@@ -525,7 +497,7 @@ mod tests {
             "::ffff:255.255.255.255",
         ] {
             let ip: IpAddr = ip.parse().expect("an address");
-            assert_eq!(ip_text(ip).as_str(), ip.to_string());
+            assert_eq!(ip_text(ip), ip.to_string());
         }
     }
 

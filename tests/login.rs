@@ -37,13 +37,7 @@ async fn sp_initiated_round_trip_reaches_the_dashboard_with_identity() {
             .contains(&format!("AssertionConsumerServiceURL=\"{}\"", sso.acs()))
     );
     // The binding cookie is short-lived and scoped to the ACS.
-    let binding = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("samlgate_login_"))
-        .unwrap();
+    let binding = binding_cookie(&resp);
     assert!(
         binding.contains("Path=/saml/acs") && binding.contains("HttpOnly"),
         "{binding}"
@@ -94,6 +88,16 @@ async fn sp_initiated_round_trip_reaches_the_dashboard_with_identity() {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["email"], "alice@example.com");
     assert_eq!(json["groups"][1], "dashboard-admins");
+}
+
+/// The login-binding cookie a `/saml/login` answer sets.
+fn binding_cookie(resp: &http::Response<()>) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("samlgate_login_"))
+        .expect("a login-binding cookie")
 }
 
 #[tokio::test]
@@ -159,13 +163,7 @@ async fn https_public_url_gives_host_prefixed_secure_cookies() {
     let gw = support::gateway::start_toml(&toml).await;
     // The login-binding cookie must survive the IdP's cross-site POST: SameSite=None; Secure.
     let (resp, _) = support::gateway::get(&format!("{}/saml/login", gw.public_url), &[]).await;
-    let binding = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("samlgate_login_"))
-        .expect("a login-binding cookie");
+    let binding = binding_cookie(&resp);
     for flag in ["SameSite=None", "Secure", "HttpOnly", "Path=/saml/acs"] {
         assert!(binding.contains(flag), "{binding}");
     }

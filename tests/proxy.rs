@@ -534,6 +534,21 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     );
 }
 
+/// Reads from `stream` into `buf` until it holds a whole request head: the head's length
+/// (through the blank line), or `None` when the peer closed first.
+async fn read_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(end + 4);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
     // A dashboard that answers one request per connection, framed for keep-alive, and then
@@ -546,13 +561,8 @@ async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
         while let Ok((mut stream, _)) = listener.accept().await {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -584,30 +594,19 @@ async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
                 let mut head = Vec::new();
-                loop {
-                    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
+                while let Some(end) = read_head(&mut stream, &mut head).await {
                     if head.starts_with(b"POST") {
                         let _ = stream
                             .write_all(
                                 b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
                             )
                             .await;
-                        while let Ok(n) = stream.read(&mut buf).await {
-                            if n == 0 {
-                                return;
-                            }
-                        }
+                        let mut sink = [0u8; 4096];
+                        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
                         return;
                     }
-                    head.drain(..end + 4);
+                    head.drain(..end);
                     if stream
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                         .await
