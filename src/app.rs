@@ -1023,6 +1023,11 @@ impl App {
         Ok(resp)
     }
 
+    /// A server worker's periodic upkeep (see [`crate::proxy::MAINTENANCE_INTERVAL`]).
+    pub fn maintain(&self, worker: usize) {
+        self.proxy.maintain(worker);
+    }
+
     // -----------------------------------------------------------------------------------------
     // Admin listener
     // -----------------------------------------------------------------------------------------

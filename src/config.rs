@@ -122,6 +122,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time until the upstream's response head arrives.
     pub request_timeout: Duration,
+    /// How long an idle keep-alive connection to the upstream is kept open.
+    pub keepalive_timeout: Duration,
     /// Paths forwarded without a session.
     pub public_paths: Vec<PathPattern>,
     /// Keep the client's `Host` header (true) or send the upstream's authority (false).
@@ -573,6 +575,7 @@ struct RawUpstream {
     url: Option<String>,
     connect_timeout: String,
     request_timeout: String,
+    keepalive_timeout: String,
     public_paths: Vec<String>,
     preserve_host: bool,
     ca_file: Option<String>,
@@ -584,6 +587,7 @@ impl Default for RawUpstream {
             url: None,
             connect_timeout: "5s".into(),
             request_timeout: "60s".into(),
+            keepalive_timeout: "90s".into(),
             public_paths: vec![],
             preserve_host: true,
             ca_file: None,
@@ -1175,6 +1179,13 @@ impl Validator {
         };
         let connect_timeout = self.duration("upstream.connect_timeout", &raw.connect_timeout);
         let request_timeout = self.duration("upstream.request_timeout", &raw.request_timeout);
+        let keepalive_timeout = self.duration("upstream.keepalive_timeout", &raw.keepalive_timeout);
+        if keepalive_timeout < Duration::from_secs(1) {
+            self.problem(
+                "upstream.keepalive_timeout",
+                "must be at least 1s (idle upstream connections are closed on a 1-second tick)",
+            );
+        }
         let public_paths = raw
             .public_paths
             .iter()
@@ -1201,6 +1212,7 @@ impl Validator {
             url: url?,
             connect_timeout,
             request_timeout,
+            keepalive_timeout,
             public_paths,
             preserve_host: raw.preserve_host,
             ca_file,

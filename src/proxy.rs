@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -62,6 +62,8 @@ pub struct Proxy {
     authority_header: HeaderValue,
     base_path: String,
     request_timeout: Duration,
+    /// Maintenance ticks an upstream connection may stay idle.
+    keepalive_ticks: u64,
     preserve_host: bool,
     trusted: Arc<[IpNet]>,
 }
@@ -123,9 +125,21 @@ impl Proxy {
             authority_header,
             base_path,
             request_timeout: cfg.request_timeout,
+            keepalive_ticks: cfg
+                .keepalive_timeout
+                .as_secs()
+                .div_ceil(MAINTENANCE_INTERVAL.as_secs())
+                .max(1),
             preserve_host: cfg.preserve_host,
             trusted: trusted.into(),
         })
+    }
+
+    /// A worker's periodic upkeep, every [`MAINTENANCE_INTERVAL`] on that worker's runtime:
+    /// closes its upstream connections that have been idle for `upstream.keepalive_timeout`
+    /// or that the upstream has closed.
+    pub fn maintain(&self, worker: usize) {
+        self.idle[worker % self.idle.len()].reap(self.keepalive_ticks);
     }
 
     /// Whether `X-Forwarded-*` from this peer are believed.
@@ -391,23 +405,33 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Most idle connections a worker keeps, and how long one may stay idle.
+/// Most idle connections a worker keeps.
 const MAX_IDLE: usize = 256;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// One worker's idle keep-alive connections, the most recently used last.
+/// How often each worker runs [`Proxy::maintain`].
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One worker's idle keep-alive connections, the most recently used last, each with the
+/// maintenance tick at which it went idle. Ticks instead of clock readings keep the request
+/// path free of clock reads; the idle limit is kept to within one tick.
 #[derive(Default)]
-struct Idle(Mutex<Vec<(SendRequest<Incoming>, Instant)>>);
+struct Idle(Mutex<IdleConns>);
+
+#[derive(Default)]
+struct IdleConns {
+    conns: Vec<(SendRequest<Incoming>, u64)>,
+    tick: u64,
+}
 
 impl Idle {
-    /// The most recently used connection that can take a request now and has not been idle
-    /// too long. Others are dropped: a closed one is gone, and one still busy (sending a
-    /// request body the upstream answered before reading) finishes that and then closes,
-    /// rather than making this request wait for it.
+    /// The most recently used connection that can take a request now. Others are dropped: a
+    /// closed one is gone, and one still busy (sending a request body the upstream answered
+    /// before reading) finishes that and then closes, rather than making this request wait
+    /// for it.
     fn take(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((conn, since)) = idle.pop() {
-            if conn.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+        while let Some((conn, _)) = idle.conns.pop() {
+            if conn.is_ready() {
                 return Some(conn);
             }
         }
@@ -419,9 +443,20 @@ impl Idle {
             return;
         }
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
+        if idle.conns.len() < MAX_IDLE {
+            let tick = idle.tick;
+            idle.conns.push((conn, tick));
         }
+    }
+
+    /// Advances the tick and drops (so closes) the connections idle for `max_ticks` ticks and
+    /// those the upstream has closed, wherever they are in the stack.
+    fn reap(&self, max_ticks: u64) {
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.tick += 1;
+        let now = idle.tick;
+        idle.conns
+            .retain(|(conn, since)| !conn.is_closed() && now - since < max_ticks);
     }
 }
 

@@ -189,6 +189,21 @@ async fn serve_gateway(
         app.config.server.header_read_timeout,
     ));
     let graceful = GracefulShutdown::new();
+    // The worker's upkeep tick. Besides closing stale upstream connections, it keeps the
+    // runtime's timer driver due to wake within a second, so arming a request's later
+    // deadlines (header read, upstream response) never has to wake the driver through its
+    // eventfd: measured, that was a `write` syscall on every other request.
+    let maintenance = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::proxy::MAINTENANCE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                app.maintain(worker);
+            }
+        }
+    });
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -263,6 +278,7 @@ async fn serve_gateway(
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+    maintenance.abort();
 }
 
 async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {

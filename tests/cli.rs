@@ -48,6 +48,7 @@ header_read_timeout = "10ms"
 [upstream]
 url = "http://127.0.0.1:3000"
 request_timeout = "soon"
+keepalive_timeout = "500ms"
 public_paths = ["static/*"]
 [saml]
 idp_metadata_file = "/nonexistent/idp.xml"
@@ -64,6 +65,7 @@ store = "postgres"
         "server.public_url",
         "server.header_read_timeout",
         "upstream.request_timeout",
+        "upstream.keepalive_timeout",
         "upstream.public_paths",
         "saml.idp_metadata_file",
         "saml.allowed_algorithms",

@@ -586,6 +586,56 @@ async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
 }
 
 #[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_keepalive_timeout() {
+    // A dashboard that keeps every connection open for as long as the gateway does, and
+    // reports each connection the gateway closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while let Some(end) = read_head(&mut stream, &mut head).await {
+                    head.drain(..end);
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let opts = gateway::Opts {
+        server: "workers = 1",
+        upstream: "keepalive_timeout = \"1s\"",
+        ..Default::default()
+    };
+    let gw = gateway::start_toml(&gateway::toml(
+        "{public_url}",
+        &format!("http://{addr}"),
+        opts,
+    ))
+    .await;
+    let url = format!("{}/static/x", gw.public_url);
+    for _ in 0..2 {
+        let (resp, body) = get(&url, &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(&body[..], b"ok");
+        // Idle for 1 s plus at most one maintenance tick; the default (90 s) would keep it.
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the idle upstream connection was never closed")
+            .expect("dashboard gone");
+    }
+    assert!(
+        closed.try_recv().is_err(),
+        "one connection per request, each closed once"
+    );
+}
+
+#[tokio::test]
 async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
     // A dashboard that answers a POST at once and then keeps reading its body (a size limit
     // that drains), and answers anything else with "ok", keeping connections alive.
