@@ -232,11 +232,7 @@ impl App {
     }
 
     /// The gateway listener's entry point: never fails, always answers.
-    pub async fn handle(
-        self: &Arc<Self>,
-        mut req: Request<Incoming>,
-        peer: Peer,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = request_id(&req);
         req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
@@ -248,7 +244,13 @@ impl App {
             String::new()
         };
         let in_flight = self.metrics.in_flight();
-        let (route, result) = self.dispatch(req, peer).await;
+        // Forwarding is the hot path and runs in this future; samlgate's own endpoints are
+        // boxed, so that their larger futures are not part of the future of every request
+        // (hyper moves it into the connection once per request).
+        let (route, result) = match saml_route(req.uri().path()) {
+            None => self.forward(req, peer).await,
+            Some(route) => (route, Box::pin(self.endpoint(req, peer)).await),
+        };
         drop(in_flight);
         let rid = request_id.to_str().unwrap_or("-");
         let mut resp = match result {
@@ -277,17 +279,9 @@ impl App {
         resp
     }
 
-    async fn dispatch(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        peer: Peer,
-    ) -> (&'static str, Result<Response<Body>, Error>) {
-        let route = match req.uri().path() {
-            p if p == "/saml/auth" || p.starts_with("/saml/auth/") => "auth",
-            p if p.starts_with("/saml/") || p.starts_with("/.well-known/samlgate/") => "saml",
-            _ => return self.forward(req, peer).await,
-        };
-        let result = match (req.method(), req.uri().path()) {
+    /// samlgate's own endpoints (`/saml/*`, `/.well-known/samlgate/*`).
+    async fn endpoint(&self, req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, Error> {
+        match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/saml/metadata") => Ok(self.metadata()),
             (&Method::GET, "/saml/login") => {
                 let return_to =
@@ -306,8 +300,7 @@ impl App {
                 | "/saml/userinfo" | JWKS_PATH,
             ) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound),
-        };
-        (route, result)
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -315,32 +308,49 @@ impl App {
     // -----------------------------------------------------------------------------------------
 
     /// Public path → forwarded without identity; otherwise session → access → forward.
+    /// Written flat, with one await of the proxy, because this future is part of every
+    /// forwarded request's (see `handle`): nested async blocks would each hold the request.
     async fn forward(
-        self: &Arc<Self>,
+        &self,
         mut req: Request<Incoming>,
         peer: Peer,
     ) -> (&'static str, Result<Response<Body>, Error>) {
         let path = access::normalize(req.uri().path());
-        if access::is_public(&self.public_paths, &path) {
+        let route = if access::is_public(&self.public_paths, &path) {
             self.strip_client_identity(req.headers_mut());
-            return (
-                "public",
-                self.proxy.forward(req, peer).await.map_err(Error::from),
-            );
-        }
-        let result = async {
-            let Some(session) = self.load_session(req.headers()).await? else {
-                return self.unauthenticated(&req).await;
+            "public"
+        } else {
+            let admitted = match self.load_session(req.headers()).await {
+                Ok(Some(session)) => self.admit(&mut req, &session, &path),
+                Ok(None) => return ("proxy", Box::pin(self.unauthenticated(&req)).await),
+                Err(e) => Err(e),
             };
-            self.access
-                .authorize(&session.identity, req.method(), &path)?;
-            self.strip_client_identity(req.headers_mut());
-            self.identity_headers
-                .inject(req.headers_mut(), &session.identity);
-            self.set_jwt(req.headers_mut(), &session)?;
-            Ok(self.proxy.forward(req, peer).await?)
+            if let Err(e) = admitted {
+                return ("proxy", Err(e));
+            }
+            "proxy"
         };
-        ("proxy", result.await)
+        drop(path);
+        (
+            route,
+            self.proxy.forward(req, peer).await.map_err(Error::from),
+        )
+    }
+
+    /// Authorises the session's identity for the path and puts it on the request: planted
+    /// identity and samlgate's cookies out, identity headers (and the JWT) in.
+    fn admit(
+        &self,
+        req: &mut Request<Incoming>,
+        session: &Session,
+        path: &access::NormalPath,
+    ) -> Result<(), Error> {
+        self.access
+            .authorize(&session.identity, req.method(), path)?;
+        self.strip_client_identity(req.headers_mut());
+        self.identity_headers
+            .inject(req.headers_mut(), &session.identity);
+        self.set_jwt(req.headers_mut(), session)
     }
 
     /// Removes what the dashboard must never see from a client: planted identity headers and
@@ -1313,6 +1323,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// One query parameter, percent-decoded.
+/// The metrics route of a path samlgate answers itself (`auth` for forward-auth, `saml` for
+/// the rest); `None` for a path that is forwarded.
+fn saml_route(path: &str) -> Option<&'static str> {
+    if path == "/saml/auth" || path.starts_with("/saml/auth/") {
+        Some("auth")
+    } else if path.starts_with("/saml/") || path.starts_with("/.well-known/samlgate/") {
+        Some("saml")
+    } else {
+        None
+    }
+}
+
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)

@@ -227,11 +227,9 @@ impl Proxy {
         loop {
             let (mut conn, reused) = match idle.take() {
                 Some(conn) => (conn, true),
-                None => {
-                    let mut conn = self.connect().await?;
-                    conn.ready().await?;
-                    (conn, false)
-                }
+                // Dialing is the cold path: boxed, so that its large future (DNS, TCP, TLS,
+                // handshake) is not part of every request's future.
+                None => (Box::pin(self.dial()).await?, false),
             };
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, conn)),
@@ -241,6 +239,13 @@ impl Proxy {
                 },
             }
         }
+    }
+
+    /// A new connection, ready for a request.
+    async fn dial(&self) -> Result<SendRequest<Incoming>, BoxError> {
+        let mut conn = self.connect().await?;
+        conn.ready().await?;
+        Ok(conn)
     }
 
     /// Dials the upstream (TCP, then TLS for https) and starts the HTTP/1.1 connection on the

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, StartError};
+use crate::body::Body;
 use crate::config::{Config, TlsConfig};
 use crate::proxy::Peer;
 
@@ -228,9 +229,10 @@ async fn serve_gateway(
             worker,
         };
         let app2 = app.clone();
+        // The request's future is `handle`'s own (no wrapping async block, which would hold
+        // a second copy of the request): it is moved into the connection on every request.
         let service = service_fn(move |req| {
-            let app = app2.clone();
-            async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+            futures_util::FutureExt::map(app2.clone().handle(req, peer), infallible)
         });
         app.metrics.connections.inc();
         let app3 = app.clone();
@@ -279,6 +281,10 @@ async fn serve_gateway(
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
     maintenance.abort();
+}
+
+fn infallible(resp: http::Response<Body>) -> Result<http::Response<Body>, Infallible> {
+    Ok(resp)
 }
 
 async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
