@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, full};
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML (and XML) element content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -44,20 +44,10 @@ pub const CM_BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
 /// Email-address NameID format (SAML core §8.3.2).
 pub const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
-/// Escapes text for XML character data and attribute values.
+/// Escapes text for XML character data and attribute values: the escaping of the HTML pages
+/// (`&#39;` for an apostrophe is a character reference in XML as in HTML).
 pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::pages::escape(s)
 }
 
 /// How the verified XML is cut out of the document by samael (S13).
@@ -1056,6 +1046,19 @@ fn top_assertion<'a, 'i>(response: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_text_reads_back_unchanged_from_xml_content_and_attributes() {
+        let text = r#"O'Brien & <Sons> "Ltd""#;
+        let escaped = xml_escape(text);
+        assert!(!escaped.contains(['<', '>', '"', '\'']), "{escaped}");
+        let xml = format!(r#"<a b="{escaped}" c='{escaped}'>{escaped}</a>"#);
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
+        let a = doc.root_element();
+        assert_eq!(a.attribute("b"), Some(text));
+        assert_eq!(a.attribute("c"), Some(text));
+        assert_eq!(a.text(), Some(text));
+    }
 
     #[test]
     fn the_strict_test_policy_is_what_the_config_defaults_give() {
