@@ -1322,7 +1322,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// One query parameter, percent-decoded.
 /// The metrics route of a path samlgate answers itself (`auth` for forward-auth, `saml` for
 /// the rest); `None` for a path that is forwarded.
 fn saml_route(path: &str) -> Option<&'static str> {
@@ -1335,6 +1334,7 @@ fn saml_route(path: &str) -> Option<&'static str> {
     }
 }
 
+/// One query parameter, percent-decoded.
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
