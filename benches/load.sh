@@ -12,7 +12,8 @@
 #   floor     wrk -> examples/hyper_floor: a bare proxy on samlgate's own crates (hyper's HTTP/1
 #             server and connection API, one current-thread runtime, mimalloc) that does nothing
 #             else: the most any gateway built on this stack can do here
-# Prints req/s, p50, p99 per target (median of the rounds) and the ratios.
+# Prints req/s, p50, p99 per target (median of the rounds) and the ratios: of the medians, and
+# the median and range of each round's ratio (a round runs every target back to back).
 # Usage: benches/load.sh [seconds-per-run=10] [rounds=3] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -128,7 +129,7 @@ work, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s|m)", v).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
-res = {}
+res, per_round = {}, {}
 for t in targets:
     rps, p50, p99, errs = [], [], [], 0
     for r in range(1, rounds + 1):
@@ -139,6 +140,7 @@ for t in targets:
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
         errs += int(m.group(1)) if m else 0
     res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs)
+    per_round[t] = rps
 print(f"{'target':<22}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
 for t, (a, b, c, e) in res.items():
     print(f"{t:<22}{a:>12.0f}{b:>10.3f}{c:>10.3f}{e:>9}")
@@ -154,7 +156,12 @@ for label, a, b, p99 in [
     ("forward-auth(/saml/auth)/auth proxy", "samlgate-forward-auth", "samlgate-auth", False),
 ]:
     if a in res and b in res:
-        line = f"{label} throughput {res[a][0] / res[b][0]:.2f}x"
+        # Each round's pair ran back to back, so the per-round ratio is less exposed to the
+        # machine's drift than the ratio of medians; both are printed, with the rounds' range.
+        rounds = sorted(x / y for x, y in zip(per_round[a], per_round[b]))
+        line = (f"{label} throughput {res[a][0] / res[b][0]:.2f}x"
+                f"  (per round: median {statistics.median(rounds):.2f}x,"
+                f" {rounds[0]:.2f}-{rounds[-1]:.2f}x)")
         if p99:
             line += f"  p99 {res[a][2] / res[b][2]:.2f}x"
         print(line)
