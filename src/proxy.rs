@@ -125,11 +125,12 @@ impl Proxy {
             authority_header,
             base_path,
             request_timeout: cfg.request_timeout,
-            keepalive_ticks: cfg
-                .keepalive_timeout
-                .as_secs()
-                .div_ceil(MAINTENANCE_INTERVAL.as_secs())
-                .max(1),
+            // Whole ticks, rounded down: a connection is never kept idle longer than the timeout.
+            keepalive_ticks: u64::try_from(
+                cfg.keepalive_timeout.as_millis() / MAINTENANCE_INTERVAL.as_millis(),
+            )
+            .unwrap_or(u64::MAX)
+            .max(1),
             preserve_host: cfg.preserve_host,
             trusted: trusted.into(),
         })
@@ -263,17 +264,16 @@ impl Proxy {
     }
 
     fn upstream_uri(&self, uri: &Uri) -> Uri {
-        let pq = uri
-            .path_and_query()
-            .map(PathAndQuery::as_str)
-            .unwrap_or("/");
+        let pq = uri.path_and_query();
         let pq = if self.base_path.is_empty() {
-            PathAndQuery::try_from(pq)
+            // The request's own, shared: neither copied nor parsed again.
+            pq.cloned()
         } else {
-            PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
+            let pq = pq.map_or("/", PathAndQuery::as_str);
+            PathAndQuery::try_from(format!("{}{pq}", self.base_path)).ok()
         };
         // Origin form: the connection is already the upstream's.
-        Uri::from(pq.unwrap_or_else(|_| PathAndQuery::from_static("/")))
+        Uri::from(pq.unwrap_or_else(|| PathAndQuery::from_static("/")))
     }
 
     /// Sets `X-Forwarded-For/-Proto/-Host`: appended to when the peer is a trusted proxy,

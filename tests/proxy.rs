@@ -68,6 +68,15 @@ async fn public_path_is_forwarded_with_forwarded_headers_and_without_hop_by_hop(
 }
 
 #[tokio::test]
+async fn the_upstream_urls_path_prefix_is_kept() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&format!("{}/dash/", dash.url()), "").await;
+    let (resp, _) = get(&format!("{}/static/app.js?v=1", gw.public_url), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(dash.last().uri, "/dash/static/app.js?v=1");
+}
+
+#[tokio::test]
 async fn trusted_proxy_chain_is_appended() {
     let dash = Dashboard::start().await;
     let gw = gateway::start(&dash.url(), "").await;
@@ -536,6 +545,16 @@ async fn upstream_connections_are_kept_alive_and_reused() {
 
 /// Reads from `stream` into `buf` until it holds a whole request head: the head's length
 /// (through the blank line), or `None` when the peer closed first.
+/// What the raw fake dashboards below answer, framed for keep-alive.
+const OK_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// GETs `url` through the gateway and expects the raw fakes' "ok"; `why` names the failure.
+async fn get_ok(url: &str, why: &str) {
+    let (resp, body) = get(url, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{why}");
+    assert_eq!(&body[..], b"ok", "{why}");
+}
+
 async fn read_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     let mut chunk = [0u8; 4096];
     loop {
@@ -564,22 +583,18 @@ async fn a_keep_alive_connection_the_dashboard_closed_is_not_used_again() {
                 if read_head(&mut stream, &mut Vec::new()).await.is_none() {
                     return;
                 }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
+                let _ = stream.write_all(OK_RESPONSE).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             });
         }
     });
     let gw = one_worker_gateway(&format!("http://{addr}")).await;
     for _ in 0..5 {
-        let (resp, body) = get(&format!("{}/static/x", gw.public_url), &[]).await;
-        assert_eq!(
-            resp.status(),
-            StatusCode::OK,
-            "a closed connection was used"
-        );
-        assert_eq!(&body[..], b"ok");
+        get_ok(
+            &format!("{}/static/x", gw.public_url),
+            "a closed connection was used",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
@@ -599,9 +614,7 @@ async fn idle_upstream_connections_are_closed_after_the_keepalive_timeout() {
                 let mut head = Vec::new();
                 while let Some(end) = read_head(&mut stream, &mut head).await {
                     head.drain(..end);
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
+                    let _ = stream.write_all(OK_RESPONSE).await;
                 }
                 let _ = closed_tx.send(());
             });
@@ -620,9 +633,7 @@ async fn idle_upstream_connections_are_closed_after_the_keepalive_timeout() {
     .await;
     let url = format!("{}/static/x", gw.public_url);
     for _ in 0..2 {
-        let (resp, body) = get(&url, &[]).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert_eq!(&body[..], b"ok");
+        get_ok(&url, "a request before the idle wait").await;
         // Idle for 1 s plus at most one maintenance tick; the default (90 s) would keep it.
         tokio::time::timeout(Duration::from_secs(5), closed.recv())
             .await
@@ -657,11 +668,7 @@ async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
                         return;
                     }
                     head.drain(..end);
-                    if stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
+                    if stream.write_all(OK_RESPONSE).await.is_err() {
                         return;
                     }
                 }
@@ -688,13 +695,11 @@ async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
     assert_eq!(early.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The next request on the same worker gets a connection of its own rather than waiting
     // for the busy one until the request timeout (504).
-    let (resp, body) = get(&format!("{}/static/next", gw.public_url), &[]).await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::OK,
-        "waited for a busy upstream connection"
-    );
-    assert_eq!(&body[..], b"ok");
+    get_ok(
+        &format!("{}/static/next", gw.public_url),
+        "waited for a busy upstream connection",
+    )
+    .await;
     drop(tx);
 }
 
