@@ -2,6 +2,8 @@
 # Load benchmark on loopback, side by side in one run, interleaved, pinned with taskset:
 #   direct    wrk -> upstream (nginx `return 200`, its own process)
 #   nginx     wrk -> nginx proxy_pass (upstream keep-alive) -> upstream
+#   nginx-plain  the same with proxy_pass as nginx ships it: HTTP/1.0 to the upstream, a new
+#             upstream connection per request (no `keepalive`): the weaker baseline, for reference
 # The upstream is a separate nginx process, as a dashboard is: with one nginx worker serving
 # both roles, the nginx proxy never paid the process switch that any separate proxy pays.
 # UPSTREAM=shared restores that layout (the upstream in the proxying nginx's own worker).
@@ -23,26 +25,19 @@ LOAD_CPU=0; SERVER_CPU=$((NCPU > 1 ? 1 : 0))
 WORK=$(mktemp -d /tmp/samlgate-bench.XXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; true' EXIT
 
-for tool in nginx wrk taskset; do
-  command -v $tool >/dev/null || { echo "load.sh: $tool missing: run scripts/install-deps.sh bench" >&2; exit 1; }
-done
-cargo build --release --locked --quiet --bin samlgate --example bench_login --example hyper_floor
+# shellcheck source=benches/common.sh
+source benches/common.sh
+need_tools nginx wrk taskset
+build_bench_binaries
 bash scripts/ensure-redis.sh
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NG=$(free_port); FL=$(free_port); SG=$(free_port); SGA=$(free_port); SGR=$(free_port); SGR_ADMIN=$(free_port); SG_ADMIN=$(free_port); SGA_ADMIN=$(free_port)
+UP=$(free_port); NG=$(free_port); NGP=$(free_port); FL=$(free_port); SG=$(free_port); SGA=$(free_port); SGR=$(free_port); SGR_ADMIN=$(free_port); SG_ADMIN=$(free_port); SGA_ADMIN=$(free_port)
 
-UPSTREAM_SERVER="server { listen 127.0.0.1:$UP; location / { return 200 \"ok\\n\"; } }"
 if [ "${UPSTREAM:-separate}" = separate ]; then
-  cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-events { worker_connections 4096; }
-http { access_log off; $UPSTREAM_SERVER }
-NGINX
-  taskset -c $SERVER_CPU nginx -c "$WORK/upstream.conf" -p "$WORK"
+  start_upstream "$UP" "$SERVER_CPU"
   UPSTREAM_SERVER=""
+else
+  UPSTREAM_SERVER=$(upstream_server_block "$UP")
 fi
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
@@ -65,29 +60,19 @@ http {
       proxy_set_header X-Forwarded-Host \$host;
     }
   }
+  server {
+    listen 127.0.0.1:$NGP;
+    location / {
+      proxy_pass http://127.0.0.1:$UP;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
 }
 NGINX
 taskset -c $SERVER_CPU nginx -c "$WORK/nginx.conf" -p "$WORK"
 
-gateway_config() { # port admin store
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$2"
-public_url = "http://127.0.0.1:$1"
-[upstream]
-url = "http://127.0.0.1:$UP"
-public_paths = ["/public/*"]
-[saml]
-idp_metadata_file = "$WORK/idp.xml"
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-store = "$3"
-redis_key_prefix = "samlgate-bench:"
-[log]
-level = "error"
-TOML
-}
 ./target/release/examples/bench_login idp "$WORK"
 gateway_config "$SG" "$SG_ADMIN" memory > "$WORK/sg.toml"
 gateway_config "$SGA" "$SGA_ADMIN" memory > "$WORK/sga.toml"
@@ -99,8 +84,8 @@ taskset -c $SERVER_CPU ./target/release/examples/hyper_floor "127.0.0.1:$FL" "12
 sleep 1
 
 # Session cookies made by a real SAML login through each gateway.
-COOKIE_MEM=$(./target/release/examples/bench_login login "$WORK" "http://127.0.0.1:$SGA")
-COOKIE_REDIS=$(./target/release/examples/bench_login login "$WORK" "http://127.0.0.1:$SGR")
+COOKIE_MEM=$(login_cookie "http://127.0.0.1:$SGA")
+COOKIE_REDIS=$(login_cookie "http://127.0.0.1:$SGR")
 
 run() { # name url [cookie]
   local hdr=()
@@ -108,12 +93,13 @@ run() { # name url [cookie]
   taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$2" > "$WORK/$1.$r.txt"
 }
 # TARGETS="nginx samlgate-auth" runs a subset (the ratios need their pairs).
-read -r -a targets <<< "${TARGETS:-direct nginx floor samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth}"
+read -r -a targets <<< "${TARGETS:-direct nginx nginx-plain floor samlgate samlgate-auth samlgate-auth-redis samlgate-forward-auth}"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     case $t in
       direct) run direct "http://127.0.0.1:$UP/public/x" ;;
       nginx) run nginx "http://127.0.0.1:$NG/public/x" ;;
+      nginx-plain) run nginx-plain "http://127.0.0.1:$NGP/public/x" ;;
       floor) run floor "http://127.0.0.1:$FL/public/x" ;;
       samlgate) run samlgate "http://127.0.0.1:$SG/public/x" ;;
       samlgate-auth) run samlgate-auth "http://127.0.0.1:$SGA/private/x" "$COOKIE_MEM" ;;
@@ -152,6 +138,7 @@ for label, a, b, p99 in [
     ("floor/nginx", "floor", "nginx", True),
     ("auth(memory)/floor", "samlgate-auth", "floor", True),
     ("auth(memory)/nginx", "samlgate-auth", "nginx", True),
+    ("auth(memory)/nginx-plain", "samlgate-auth", "nginx-plain", True),
     ("auth(redis)/auth(memory)", "samlgate-auth-redis", "samlgate-auth", False),
     ("forward-auth(/saml/auth)/auth proxy", "samlgate-forward-auth", "samlgate-auth", False),
 ]:
