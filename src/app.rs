@@ -146,11 +146,13 @@ impl App {
         let provisioner = match &config.provisioning {
             None => None,
             Some(p) => {
-                let redis = match config.session.store {
+                // Replicas share a Redis store: the lock that keeps them from creating one
+                // user twice is held there. One process needs no more than its single flight.
+                let shared = match config.session.store {
                     StoreKind::Memory => None,
-                    StoreKind::Redis => Some(redis_manager(&config).await?),
+                    StoreKind::Redis => Some(sessions.clone()),
                 };
-                let prov = Provisioner::new(p, redis, &config.session.redis_key_prefix)
+                let prov = Provisioner::new(p, shared)
                     .map_err(|e| StartError::Provision(e.to_string()))?;
                 prov.register_metrics(&mut registry);
                 Some(prov)
@@ -1213,27 +1215,6 @@ fn spawn_metadata_refresher(app: Weak<App>, refresh: Duration) {
             }
         }
     });
-}
-
-async fn redis_manager(config: &Config) -> Result<redis::aio::ConnectionManager, StartError> {
-    let client = redis::Client::open(config.session.redis_url.expose())
-        .map_err(|_| StartError::Provision("session.redis_url is not usable".into()))?;
-    let cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(
-            config
-                .session
-                .operation_timeout
-                .max(Duration::from_millis(250)),
-        ))
-        .set_response_timeout(Some(
-            config
-                .session
-                .operation_timeout
-                .max(Duration::from_millis(250))
-                * 4,
-        ));
-    redis::aio::ConnectionManager::new_lazy_with_config(client, cfg)
-        .map_err(|e| StartError::Provision(format!("redis: {:?}", e.kind())))
 }
 
 /// Store failures are outages (503); anything else is ours.

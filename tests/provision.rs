@@ -1,6 +1,9 @@
 //! Provisioner against a fake SCIM admin API on port 0 (and the real Redis on 127.0.0.1:6379
 //! for the cross-replica lock): CONTRACT.md "Just-in-time provisioning over SCIM 2.0".
 
+// The Redis session config of the session tests; it brings its own copy of support/local.rs.
+#[allow(clippy::duplicate_mod)]
+mod session_support;
 mod support;
 
 use std::sync::Arc;
@@ -8,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use samlgate::config::{
-    DomainPattern, Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule,
+    DomainPattern, Payload, ProvisioningConfig, ProvisioningMode, ProvisioningRule, StoreKind,
 };
 use samlgate::identity::Identity;
 use samlgate::provision::{NotFoundReason, ProvisionError, Provisioner, Tuning, UnavailableReason};
+use samlgate::session::Sessions;
 use serde_json::json;
+use session_support::{OwnRedis, free_port, require_shared_redis, unique_prefix};
 use support::fake_scim::{FakeScim, Flavor};
 use support::provisioning::person;
 
@@ -23,7 +28,7 @@ fn config(scim: &FakeScim) -> ProvisioningConfig {
 }
 
 fn provisioner(cfg: &ProvisioningConfig) -> Provisioner {
-    Provisioner::new(cfg, None, "unused:").expect("provisioner")
+    Provisioner::new(cfg, None).expect("provisioner")
 }
 
 async fn redis() -> redis::aio::ConnectionManager {
@@ -31,14 +36,6 @@ async fn redis() -> redis::aio::ConnectionManager {
     redis::aio::ConnectionManager::new(client)
         .await
         .expect("these tests need Redis on 127.0.0.1:6379 (redis-server --port 6379)")
-}
-
-fn unique_prefix(name: &str) -> String {
-    format!(
-        "samlgate-test:{name}:{}:{:x}:",
-        std::process::id(),
-        rand::random::<u64>()
-    )
 }
 
 #[tokio::test]
@@ -253,7 +250,7 @@ async fn inactive_user_is_refused_briefly_not_created() {
         refusal_ttl: Duration::from_millis(300),
         ..Tuning::default()
     };
-    let p = Provisioner::with_tuning(&config(&scim), None, "x:", tuning).expect("provisioner");
+    let p = Provisioner::with_tuning(&config(&scim), None, tuning).expect("provisioner");
     assert_eq!(
         p.resolve(person("ina@example.com")).await,
         Err(ProvisionError::Inactive)
@@ -409,7 +406,7 @@ async fn circuit_breaker_makes_the_next_failure_fast() {
         breaker_cooldown: Duration::from_millis(500),
         ..Tuning::default()
     };
-    let p = Provisioner::with_tuning(&config(&scim), None, "x:", tuning).expect("provisioner");
+    let p = Provisioner::with_tuning(&config(&scim), None, tuning).expect("provisioner");
     for who in ["a@example.com", "b@example.com"] {
         assert!(matches!(
             p.resolve(person(who)).await,
@@ -462,8 +459,15 @@ async fn fifty_concurrent_first_logins_across_two_replicas_sharing_redis_make_on
     let scim = Arc::new(FakeScim::start(TOKEN).await);
     scim.set_delay(Duration::from_millis(50));
     let prefix = unique_prefix("two-replicas");
-    let a = Provisioner::new(&config(&scim), Some(redis().await), &prefix).expect("a");
-    let b = Provisioner::new(&config(&scim), Some(redis().await), &prefix).expect("b");
+    // Each replica has its own sessions on the one Redis, as two gateways would.
+    let store = session_support::config(StoreKind::Redis, &require_shared_redis(), &prefix);
+    let replica = || async {
+        let sessions = Sessions::new(&store, false)
+            .await
+            .expect("sessions on Redis");
+        Provisioner::new(&config(&scim), Some(sessions)).expect("provisioner")
+    };
+    let (a, b) = (replica().await, replica().await);
     let logins: Vec<_> = (0..50)
         .map(|i| {
             let p = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -490,6 +494,33 @@ async fn fifty_concurrent_first_logins_across_two_replicas_sharing_redis_make_on
         .await
         .expect("KEYS");
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_shared_store_down_a_new_user_is_unavailable_and_the_admin_api_sees_nothing() {
+    let scim = FakeScim::start(TOKEN).await;
+    let mut redis = OwnRedis::start(free_port());
+    let store = session_support::config(StoreKind::Redis, &redis.url(), "lock-outage:");
+    let sessions = Sessions::new(&store, false)
+        .await
+        .expect("sessions on Redis");
+    let p = Provisioner::new(&config(&scim), Some(sessions)).expect("provisioner");
+    p.resolve(person("before@example.com"))
+        .await
+        .expect("provisioned while the store is up");
+    redis.stop();
+    let t = Instant::now();
+    let e = p.resolve(person("during@example.com")).await;
+    assert_eq!(
+        e,
+        Err(ProvisionError::Unavailable {
+            reason: UnavailableReason::Lock
+        })
+    );
+    // Bounded by the store's operation timeout (250 ms here), not the lock's TTL.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(scim.lookups().len(), 1, "only the login before the outage");
+    assert_eq!(scim.creates().len(), 1, "only the login before the outage");
 }
 
 #[tokio::test]

@@ -196,7 +196,7 @@ async fn stored(server: &Scim2Server, user_name: &str) -> Vec<Value> {
 #[ignore = "needs scim2-server from PyPI: scripts/scim-interop.sh"]
 async fn create_then_lookup_case_insensitively_against_scim2_server() {
     let server = start_scim2_server();
-    let p = Provisioner::new(&config(server.base.clone()), None, "x:").expect("provisioner");
+    let p = Provisioner::new(&config(server.base.clone()), None).expect("provisioner");
     let who = p
         .resolve(person("Ann.Lee@Example.com"))
         .await
@@ -214,7 +214,7 @@ async fn create_then_lookup_case_insensitively_against_scim2_server() {
 
     // A second replica (no shared cache) finds the same user, spelled differently, and reads
     // the workspace and permission set back from roles/entitlements.
-    let other = Provisioner::new(&config(server.base.clone()), None, "x:").expect("provisioner");
+    let other = Provisioner::new(&config(server.base.clone()), None).expect("provisioner");
     let again = other
         .resolve(person("ann.lee@example.COM"))
         .await
@@ -233,7 +233,7 @@ async fn a_real_409_is_answered_by_a_lookup_against_scim2_server() {
     let server = start_scim2_server();
     let race = Arc::new(AtomicBool::new(true));
     let proxy = start_proxy(server.base.clone(), race.clone()).await;
-    let p = Provisioner::new(&config(format!("http://{proxy}")), None, "x:").expect("provisioner");
+    let p = Provisioner::new(&config(format!("http://{proxy}")), None).expect("provisioner");
     let who = p
         .resolve(person("race@example.com"))
         .await
@@ -260,7 +260,7 @@ async fn inactive_escaped_and_synced_users_against_scim2_server() {
     )
     .await;
     assert_eq!(status, 201, "{created}");
-    let p = Provisioner::new(&config(server.base.clone()), None, "x:").expect("provisioner");
+    let p = Provisioner::new(&config(server.base.clone()), None).expect("provisioner");
     assert_eq!(
         p.resolve(person("gone@example.com")).await,
         Err(ProvisionError::Inactive)
@@ -269,7 +269,7 @@ async fn inactive_escaped_and_synced_users_against_scim2_server() {
     // A quote and a backslash survive the filter (RFC 7644 §3.4.2.2).
     let odd = r#"o"d\d@example.com"#;
     let first = p.resolve(person(odd)).await.expect("created");
-    let other = Provisioner::new(&config(server.base.clone()), None, "x:").expect("provisioner");
+    let other = Provisioner::new(&config(server.base.clone()), None).expect("provisioner");
     assert_eq!(
         other.resolve(person(odd)).await.expect("found").user_id,
         first.user_id
@@ -284,7 +284,7 @@ async fn inactive_escaped_and_synced_users_against_scim2_server() {
         workspace: "Ops".into(),
         permission_set: "Admin".into(),
     }];
-    let syncing = Provisioner::new(&cfg, None, "x:").expect("provisioner");
+    let syncing = Provisioner::new(&cfg, None).expect("provisioner");
     let mut ops = person(odd);
     ops.groups = samlgate::identity::groups(["ops"]);
     let synced = syncing.resolve(ops).await.expect("synced");

@@ -1,10 +1,10 @@
 //! Provisioner: resolves a verified identity to a dashboard user through the admin API (SCIM
 //! 2.0), creating it on first login — policy (enabled, allowed domains, rules, mode), the
-//! known-user cache, single-flight per user in the process, a Redis lock across replicas, and a
-//! circuit breaker in front of the admin API.
+//! known-user cache, single-flight per user in the process, a lock in the shared session store
+//! (Redis) across replicas, and a circuit breaker in front of the admin API.
 //!
 //! The order of one resolve (CONTRACT.md, "Just-in-time provisioning over SCIM 2.0"):
-//! email? → known-user cache → (single flight per userName) → breaker → Redis lock → lookup →
+//! email? → known-user cache → (single flight per userName) → breaker → shared-store lock → lookup →
 //! found: active? (sync_on_login: PUT) / absent: enabled? domain allowed? → create → 409: look
 //! up again → unlock → cache → audit.
 
@@ -27,6 +27,7 @@ use rand::Rng;
 
 use crate::config::{DomainPattern, ProvisioningConfig, ProvisioningMode, ProvisioningRule};
 use crate::identity::Identity;
+use crate::session::{LockToken, Sessions};
 use scim::{NewUser, ScimClient, ScimError, ScimUser};
 
 /// Why a [`Provisioner`] could not be built (a configuration problem; no secret in the text).
@@ -228,26 +229,22 @@ struct Inner {
     refused: Cache<String, ProvisionError>,
     in_flight: Mutex<HashMap<String, Flight>>,
     breaker: Breaker,
-    lock: Option<RedisLock>,
+    lock: Option<SharedLock>,
     outcomes: Family<OutcomeLabel, Counter>,
 }
 
 impl Provisioner {
-    /// Builds the provisioner: the pooled HTTPS client, the caches, and — when `redis` is given
-    /// (the session store is Redis) — the cross-replica lock under `key_prefix`.
-    pub fn new(
-        cfg: &ProvisioningConfig,
-        redis: Option<redis::aio::ConnectionManager>,
-        key_prefix: &str,
-    ) -> Result<Provisioner, Error> {
-        Self::with_tuning(cfg, redis, key_prefix, Tuning::default())
+    /// Builds the provisioner: the pooled HTTPS client, the caches, and — when `shared` is
+    /// given (the session store that replicas share, Redis) — the cross-replica lock, held in
+    /// that store.
+    pub fn new(cfg: &ProvisioningConfig, shared: Option<Sessions>) -> Result<Provisioner, Error> {
+        Self::with_tuning(cfg, shared, Tuning::default())
     }
 
     /// [`Provisioner::new`] with explicit [`Tuning`] (tests, benchmarks).
     pub fn with_tuning(
         cfg: &ProvisioningConfig,
-        redis: Option<redis::aio::ConnectionManager>,
-        key_prefix: &str,
+        shared: Option<Sessions>,
         tuning: Tuning,
     ) -> Result<Provisioner, Error> {
         let scim = ScimClient::new(&cfg.url, cfg.token.expose(), &cfg.payload, cfg.timeout)?;
@@ -261,9 +258,8 @@ impl Provisioner {
             .build();
         // The lock must outlive its holder's work: a lookup, a create and a second lookup.
         let lock_ttl = cfg.timeout * 4 + Duration::from_secs(1);
-        let lock = redis.map(|conn| RedisLock {
-            conn,
-            prefix: format!("{key_prefix}provision:lock:"),
+        let lock = shared.map(|sessions| SharedLock {
+            sessions,
             ttl: lock_ttl,
         });
         Ok(Provisioner {
@@ -457,7 +453,7 @@ impl Inner {
         };
         let token = lock.acquire(key).await?;
         let result = self.look_up_or_create(identity, email).await;
-        lock.release(key, &token).await;
+        lock.release(key, token).await;
         result
     }
 
@@ -725,66 +721,49 @@ impl Breaker {
 // Cross-replica lock
 // ---------------------------------------------------------------------------------------------
 
-/// Compare-and-delete: release the lock only if it still holds our token (it may have expired
-/// and been taken by another replica).
-const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
-
-/// A per-user mutual exclusion across replicas: `SET key token NX PX ttl`, released by a Lua
-/// compare-and-delete. The TTL bounds how long a crashed holder blocks others.
-struct RedisLock {
-    conn: redis::aio::ConnectionManager,
-    prefix: String,
+/// A per-user mutual exclusion across replicas, held in the shared session store
+/// ([`Sessions::try_lock`]: set-if-absent with a TTL, released by compare-and-delete), so it has
+/// the store's connection, operation timeout and outage handling. The TTL bounds how long a
+/// crashed holder blocks others.
+struct SharedLock {
+    sessions: Sessions,
     ttl: Duration,
 }
 
-impl RedisLock {
+impl SharedLock {
+    fn name(key: &str) -> String {
+        format!("provision:{key}")
+    }
+
     /// Waits for the lock (at most its TTL, after which any holder's claim has expired).
-    async fn acquire(&self, key: &str) -> Result<String, ProvisionError> {
-        let name = format!("{}{key}", self.prefix);
-        let token = format!("{:032x}", rand::random::<u128>());
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+    async fn acquire(&self, key: &str) -> Result<LockToken, ProvisionError> {
+        let name = Self::name(key);
         let give_up = Instant::now() + self.ttl;
-        let mut conn = self.conn.clone();
+        let unavailable = ProvisionError::Unavailable {
+            reason: UnavailableReason::Lock,
+        };
         loop {
-            let taken: Option<String> = redis::cmd("SET")
-                .arg(&name)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "provisioning lock: Redis failed");
-                    ProvisionError::Unavailable {
-                        reason: UnavailableReason::Lock,
-                    }
-                })?;
-            if taken.is_some() {
-                return Ok(token);
+            match self.sessions.try_lock(&name, self.ttl).await {
+                Ok(Some(token)) => return Ok(token),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "provisioning lock: the session store failed");
+                    return Err(unavailable);
+                }
             }
             if Instant::now() >= give_up {
-                tracing::warn!(lock = %name, "provisioning lock: still held by another replica");
-                return Err(ProvisionError::Unavailable {
-                    reason: UnavailableReason::Lock,
-                });
+                tracing::warn!("provisioning lock: still held by another replica");
+                return Err(unavailable);
             }
             let pause = Duration::from_millis(rand::rng().random_range(20..=60));
             tokio::time::sleep(pause).await;
         }
     }
 
-    async fn release(&self, key: &str, token: &str) {
-        let name = format!("{}{key}", self.prefix);
-        let mut conn = self.conn.clone();
-        let released: Result<i64, _> = redis::Script::new(RELEASE)
-            .key(&name)
-            .arg(token)
-            .invoke_async(&mut conn)
-            .await;
-        if let Err(e) = released {
+    async fn release(&self, key: &str, token: LockToken) {
+        if let Err(e) = self.sessions.unlock(&Self::name(key), token).await {
             // It expires on its own after the TTL.
-            tracing::warn!(error = %e, lock = %name, "provisioning lock: release failed");
+            tracing::warn!(error = %e, "provisioning lock: release failed");
         }
     }
 }
