@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use samlgate::config::StoreKind;
-use samlgate::session::{PendingLogin, SessionMetrics, SessionRecord, SessionStore, Sessions};
+use samlgate::session::{
+    PendingLogin, Read, SessionMetrics, SessionRecord, SessionStore, Sessions,
+};
 use session_support::*;
 
 /// The whole suite. `unit` is the shortest TTL used; `sleep` is tokio's, which paused time
@@ -87,7 +89,10 @@ async fn conformance(
         expires_ms: u64::MAX / 2,
         idle_until_ms: u64::MAX / 2,
     };
-    assert_eq!(store.get_session(&key, false).await.expect("get"), None);
+    assert_eq!(
+        store.get_session(&key, Read::Cached).await.expect("get"),
+        None
+    );
     assert!(
         !store
             .refresh_session(&key, &record, unit)
@@ -95,7 +100,7 @@ async fn conformance(
             .expect("refresh absent")
     );
     assert_eq!(
-        store.get_session(&key, true).await.expect("get"),
+        store.get_session(&key, Read::Fresh).await.expect("get"),
         None,
         "refresh must not resurrect"
     );
@@ -104,11 +109,14 @@ async fn conformance(
         .await
         .expect("create");
     assert_eq!(
-        store.get_session(&key, false).await.expect("get"),
+        store.get_session(&key, Read::Cached).await.expect("get"),
         Some(record.clone())
     );
     assert_eq!(
-        store.get_session(&key, true).await.expect("get fresh"),
+        store
+            .get_session(&key, Read::Fresh)
+            .await
+            .expect("get fresh"),
         Some(record.clone())
     );
     assert_eq!(
@@ -126,7 +134,7 @@ async fn conformance(
             .expect("refresh")
     );
     assert_eq!(
-        store.get_session(&key, false).await.expect("get"),
+        store.get_session(&key, Read::Cached).await.expect("get"),
         Some(newer)
     );
     assert!(
@@ -141,7 +149,10 @@ async fn conformance(
             .await
             .expect("delete again")
     );
-    assert_eq!(store.get_session(&key, false).await.expect("get"), None);
+    assert_eq!(
+        store.get_session(&key, Read::Cached).await.expect("get"),
+        None
+    );
     assert!(
         store
             .index_members("ix-s")
@@ -175,12 +186,12 @@ async fn conformance(
             .expect("set_nx after expiry")
     );
     assert_eq!(
-        store.get_session(&short, true).await.expect("get"),
+        store.get_session(&short, Read::Fresh).await.expect("get"),
         None,
         "session outlived its TTL"
     );
     assert_eq!(
-        store.get_session(&short, false).await.expect("get"),
+        store.get_session(&short, Read::Cached).await.expect("get"),
         None,
         "session outlived its TTL"
     );

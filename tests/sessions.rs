@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use samlgate::config::{Secret, StoreKind};
-use samlgate::session::{Error, SessionMetrics, SessionStore, Sessions};
+use samlgate::session::{Error, Read, SessionMetrics, SessionStore, Sessions};
 use session_support::*;
 
 async fn memory_sessions(https: bool) -> Sessions {
@@ -746,7 +746,10 @@ async fn redis_that_hangs_is_cut_off_at_the_operation_timeout() {
     redis.pause();
     for _ in 0..3 {
         let start = Instant::now();
-        let err = store.get_session(&[1u8; 32], true).await.expect_err("hung");
+        let err = store
+            .get_session(&[1u8; 32], Read::Fresh)
+            .await
+            .expect_err("hung");
         let took = start.elapsed();
         assert!(err.is_unavailable(), "{err}");
         assert!(

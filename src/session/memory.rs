@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::metrics::SessionMetrics;
-use super::store::{Instruments, SessionKey, SessionRecord, hex, session_key_from_hex};
+use super::store::{Instruments, Read, SessionKey, SessionRecord, hex, session_key_from_hex};
 use crate::keyhash::KeyHash;
 
 /// A value with the instant it stops existing.
@@ -281,7 +281,7 @@ impl MemoryStore {
     pub(crate) async fn get_session(
         &self,
         key: &SessionKey,
-        _fresh: bool,
+        _read: Read,
     ) -> Result<Option<SessionRecord>, Error> {
         match self.sessions.get(key) {
             Some(stored) if stored.deadline > Instant::now() => Ok(Some(stored.record)),
@@ -404,7 +404,13 @@ mod tests {
         // A member removed by name leaves; the session itself stays.
         store.index_remove(&index, &hex(&long)).await.unwrap();
         assert!(store.index_members(&index).await.unwrap().is_empty());
-        assert!(store.get_session(&long, false).await.unwrap().is_some());
+        assert!(
+            store
+                .get_session(&long, Read::Cached)
+                .await
+                .unwrap()
+                .is_some()
+        );
         create(long, 3_600_000).await;
         // Deleting the last session removes the index entry itself.
         store.delete_session(&long, None).await.unwrap();

@@ -31,7 +31,7 @@ pub use memory::MemoryStore;
 pub use metrics::{BackendLabels, SessionMetrics};
 pub use redis::RedisStore;
 pub(crate) use store::hex;
-pub use store::{SessionKey, SessionRecord, SessionStore};
+pub use store::{Read, SessionKey, SessionRecord, SessionStore};
 
 /// Why a store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -285,12 +285,12 @@ impl Sessions {
     async fn load_id(&self, id: SessionId) -> Result<Option<Session>, Error> {
         let store = &self.inner.store;
         let now = store::unix_ms(store::now());
-        let Some(mut record) = store.get_session(&id.key, false).await? else {
+        let Some(mut record) = store.get_session(&id.key, Read::Cached).await? else {
             return Ok(None);
         };
         if now >= record.idle_until_ms && now < record.expires_ms {
             // The in-process tier may hold an older idle deadline than another replica wrote.
-            let Some(fresh) = store.get_session(&id.key, true).await? else {
+            let Some(fresh) = store.get_session(&id.key, Read::Fresh).await? else {
                 return Ok(None);
             };
             record = fresh;
@@ -398,7 +398,7 @@ impl Sessions {
                 store.index_remove(&index, &member).await?;
                 continue;
             };
-            let Some(record) = store.get_session(&key, true).await? else {
+            let Some(record) = store.get_session(&key, Read::Fresh).await? else {
                 store.index_remove(&index, &member).await?;
                 continue;
             };

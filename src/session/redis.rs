@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisResult, Script};
 
 use super::metrics::SessionMetrics;
-use super::store::{Instruments, SessionKey, SessionRecord, hex, session_key_from_hex};
+use super::store::{Instruments, Read, SessionKey, SessionRecord, hex, session_key_from_hex};
 use super::{Error, StoreFault};
 use crate::config::SessionConfig;
 use crate::keyhash::KeyHash;
@@ -326,10 +326,10 @@ impl RedisStore {
     pub(crate) async fn get_session(
         &self,
         key: &SessionKey,
-        fresh: bool,
+        read: Read,
     ) -> Result<Option<SessionRecord>, Error> {
         if let Some(local) = &self.inner.local
-            && !fresh
+            && read == Read::Cached
             && self.is_subscribed()
         {
             if let Some(record) = local.get(key) {

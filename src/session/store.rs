@@ -80,6 +80,16 @@ pub(crate) fn from_unix_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+/// How a session is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The Redis store may answer from its in-process tier (the request path).
+    Cached,
+    /// From the store itself, bypassing the in-process tier: when an older copy there could
+    /// decide wrongly (an idle deadline another replica has since pushed back).
+    Fresh,
+}
+
 /// Latency and error instruments of one backend, looked up once.
 #[derive(Clone, Debug)]
 pub(crate) struct Instruments {
@@ -191,13 +201,13 @@ impl SessionStore {
         dispatch!(self, s => s.index_remove(index, member))
     }
 
-    /// The session at `key`. `fresh` bypasses the Redis store's in-process tier.
+    /// The session at `key`, read as `read` says.
     pub async fn get_session(
         &self,
         key: &SessionKey,
-        fresh: bool,
+        read: Read,
     ) -> Result<Option<SessionRecord>, Error> {
-        dispatch!(self, s => s.get_session(key, fresh))
+        dispatch!(self, s => s.get_session(key, read))
     }
 
     /// Stores a new session for `ttl` and adds its key (hex) to the set at `index`.
