@@ -28,6 +28,26 @@ NGINX
   taskset -c "$2" nginx -c "$WORK/upstream.conf" -p "$WORK"
 }
 
+# nginx proxy_pass on 127.0.0.1:$2 to the upstream on port $1, with upstream keep-alive (the
+# comparison's nginx), as directives of an `http` block.
+nginx_proxy_directives() { # upstream-port listen-port
+  cat <<NGINX
+  upstream dashboard { server 127.0.0.1:$1; keepalive 128; }
+  server {
+    listen 127.0.0.1:$2;
+    location / {
+      proxy_pass http://dashboard;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+NGINX
+}
+
 # A gateway config on 127.0.0.1:$1 (admin $2) in front of the upstream on port $UP, with the
 # session store $3, and the test IdP made by `bench_login idp "$WORK"`.
 gateway_config() { # port admin store

@@ -5,6 +5,7 @@
 # few hundred instructions per request is visible. It counts neither the kernel (about half of
 # a proxied request's CPU here) nor cache misses: it complements benches/load.sh, it does not
 # replace it.
+#   nginx          nginx proxy_pass with upstream keep-alive (one worker, no master process)
 #   floor          examples/hyper_floor (a bare proxy on hyper's HTTP/1 server and connection API)
 #   public         samlgate, a public path (memory store)
 #   authenticated  samlgate with a session cookie made by a real SAML login (memory store)
@@ -24,10 +25,23 @@ source benches/common.sh
 need_tools nginx wrk taskset valgrind callgrind_control callgrind_annotate
 build_bench_binaries
 
-UP=$(free_port); FL=$(free_port); SG=$(free_port); SG_ADMIN=$(free_port)
+UP=$(free_port); NG=$(free_port); FL=$(free_port); SG=$(free_port); SG_ADMIN=$(free_port)
 start_upstream "$UP" "$SERVER_CPU"
 ./target/release/examples/bench_login idp "$WORK"
 gateway_config "$SG" "$SG_ADMIN" memory > "$WORK/sg.toml"
+# The same proxy as benches/load.sh's nginx target, in the foreground so valgrind runs it.
+cat > "$WORK/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+$(nginx_proxy_directives "$UP" "$NG")
+}
+NGINX
 # One worker: the instructions of one event loop, as the floor has.
 export SAMLGATE_SERVER__WORKERS=1
 
@@ -58,6 +72,7 @@ measure() {
   echo "$name $requests $total $sha" >> "$WORK/results"
 }
 
+measure nginx "$NG" "http://127.0.0.1:$NG/public/x" "" -- nginx -c "$WORK/nginx.conf" -p "$WORK"
 measure floor "$FL" "http://127.0.0.1:$FL/public/x" "" -- \
   ./target/release/examples/hyper_floor "127.0.0.1:$FL" "127.0.0.1:$UP" conn
 measure public "$SG" "http://127.0.0.1:$SG/public/x" "" -- \
@@ -69,9 +84,11 @@ python3 - "$WORK/results" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 res = {name: (int(req), int(ir), int(sha)) for name, req, ir, sha in rows}
-print(f"{'target':<16}{'requests':>10}{'Ir/request':>12}{'of it SHA-256':>15}{'without':>10}{'/ floor':>9}")
+print(f"{'target':<16}{'requests':>10}{'Ir/request':>12}{'of it SHA-256':>15}{'without':>10}{'/ nginx':>9}{'/ floor':>9}")
+nginx = res["nginx"][1] / res["nginx"][0]
 floor = res["floor"][1] / res["floor"][0]
 for name, (req, ir, sha) in res.items():
     per, per_sha = ir / req, sha / req
-    print(f"{name:<16}{req:>10}{per:>12.0f}{per_sha:>15.0f}{per - per_sha:>10.0f}{(per - per_sha) / floor:>8.2f}x")
+    print(f"{name:<16}{req:>10}{per:>12.0f}{per_sha:>15.0f}{per - per_sha:>10.0f}"
+          f"{(per - per_sha) / nginx:>8.2f}x{(per - per_sha) / floor:>8.2f}x")
 PY

@@ -46,20 +46,8 @@ error_log $WORK/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream dashboard { server 127.0.0.1:$UP; keepalive 128; }
+$(nginx_proxy_directives "$UP" "$NG")
   $UPSTREAM_SERVER
-  server {
-    listen 127.0.0.1:$NG;
-    location / {
-      proxy_pass http://dashboard;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-    }
-  }
   server {
     listen 127.0.0.1:$NGP;
     location / {
