@@ -31,4 +31,5 @@ lint:
 bench:
 	bash scripts/install-deps.sh build bench
 	bash benches/load.sh
+	bash benches/instructions.sh
 	$(CARGO) run --release --locked --example bench_acs

@@ -8,7 +8,7 @@ for purpose in "${@:-build}"; do
   case "$purpose" in
     build) ;;
     test) want+=(redis-server redis-tools nginx-light python3-venv xmlsec1 openssl) ;;
-    bench) want+=(nginx-light wrk util-linux) ;;
+    bench) want+=(nginx-light wrk util-linux valgrind) ;;
     e2e) want+=(chromium chromium-driver) ;;
     *) echo "install-deps: unknown purpose '$purpose' (build|test|bench|e2e)" >&2; exit 2 ;;
   esac
