@@ -249,15 +249,17 @@ impl SessionStore {
     }
 }
 
-/// Lower-case hex of bytes.
+/// Lower-case hex of bytes. It makes every request's id, so it is written into a byte buffer:
+/// pushing `char`s one at a time took twice the instructions (callgrind).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut out = vec![0u8; bytes.len() * 2];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    s
+    // Hex digits are ASCII, so this is always `Ok`.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The session key whose hex is `s`.
@@ -276,4 +278,19 @@ pub(crate) fn session_key_from_hex(s: &str) -> Option<SessionKey> {
         *k = (nibble(bytes[2 * i])? << 4) | nibble(bytes[2 * i + 1])?;
     }
     Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_per_byte() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&bytes), expected);
+        assert_eq!(hex(&[]), "");
+        let key = [0xab; 32];
+        assert_eq!(session_key_from_hex(&hex(&key)), Some(key));
+    }
 }
