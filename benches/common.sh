@@ -14,15 +14,22 @@ build_bench_binaries() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# The top of an nginx config: one worker, its pid and error log in $WORK named after $1.
+nginx_preamble() { # name
+  cat <<NGINX
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
+events { worker_connections 4096; }
+NGINX
+}
+
 # The upstream: nginx answering `return 200 "ok\n"` on 127.0.0.1:$1, its own process, pinned to
 # CPU $2. A dashboard is a process of its own.
 upstream_server_block() { echo "server { listen 127.0.0.1:$1; location / { return 200 \"ok\\n\"; } }"; }
 start_upstream() { # port cpu
   cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-events { worker_connections 4096; }
+$(nginx_preamble upstream)
 http { access_log off; $(upstream_server_block "$1") }
 NGINX
   taskset -c "$2" nginx -c "$WORK/upstream.conf" -p "$WORK"

@@ -33,10 +33,7 @@ gateway_config "$SG" "$SG_ADMIN" memory > "$WORK/sg.toml"
 cat > "$WORK/nginx.conf" <<NGINX
 daemon off;
 master_process off;
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
+$(nginx_preamble nginx)
 http {
   access_log off;
 $(nginx_proxy_directives "$UP" "$NG")

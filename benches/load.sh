@@ -40,10 +40,7 @@ else
   UPSTREAM_SERVER=$(upstream_server_block "$UP")
 fi
 cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
+$(nginx_preamble nginx)
 http {
   access_log off;
 $(nginx_proxy_directives "$UP" "$NG")
