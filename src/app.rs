@@ -1371,6 +1371,12 @@ fn log_error(err: &Error, request_id: &str) {
         | Error::PayloadTooLarge => {
             tracing::warn!(request_id, error = %err, "request refused")
         }
+        // The store logs an outage once when it starts and once when it ends; a line per
+        // request would bury that (every request needs the store).
+        Error::Unavailable {
+            what: "session store",
+            ..
+        } => tracing::debug!(request_id, error = %err, "request failed"),
         Error::Unavailable { .. } | Error::Upstream(_) => {
             let cause = std::error::Error::source(err)
                 .map(|s| s.to_string())

@@ -20,9 +20,13 @@ pub fn init_logging(cfg: &LogConfig) -> bool {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written (stderr's reader gone: a log shipper that died) is
+    // dropped. tracing-subscriber's default reports it with `eprintln!`, which panics on that
+    // same closed stderr, in the thread that logged: a worker, a request.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match cfg.format {
         LogFormat::Json => builder
             .json()

@@ -1,5 +1,6 @@
 //! The `samlgate` command and its config, black-box: `check` on every shipped config, collected
-//! errors naming each key, secrets never printed, env overrides, and graceful SIGTERM.
+//! errors naming each key, secrets never printed, env overrides, graceful SIGTERM, a Redis
+//! outage logged once when it starts and once when it ends, and a closed log pipe survived.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -8,8 +9,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use support::dashboard::Dashboard;
-use support::gateway::{get, run_cli};
-use support::local::free_port;
+use support::gateway::{Opts, get, run_cli};
+use support::local::{OwnRedis, free_port};
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
     let path = dir.path().join("samlgate.toml");
@@ -127,12 +128,9 @@ fn secret_debug_is_redacted() {
     assert_eq!(format!("{s:?} {s}"), "*** ***");
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    let dash = Dashboard::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let text = support::gateway::base_toml(&format!("http://127.0.0.1:{port}"), &dash.url(), "")
+/// A valid config (see `support::gateway::toml`) on fixed ports, for a `serve` process.
+fn config_on_ports(port: u16, admin: u16, upstream: &str, opts: Opts<'_>) -> String {
+    support::gateway::toml(&format!("http://127.0.0.1:{port}"), upstream, opts)
         .replace(
             "admin_listen = \"127.0.0.1:0\"",
             &format!("admin_listen = \"127.0.0.1:{admin}\""),
@@ -141,15 +139,28 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             "\nlisten = \"127.0.0.1:0\"",
             &format!("\nlisten = \"127.0.0.1:{port}\""),
         )
-        .replace("request_timeout = \"2s\"", "request_timeout = \"10s\"");
-    let path = write_config(&dir, &text);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"))
-        .args(["serve", "--config", &path])
-        .stderr(std::process::Stdio::null())
+}
+
+/// A `samlgate serve` process, killed if a failing test leaves it running.
+struct Served(Option<std::process::Child>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `samlgate serve --config path` with `stderr` as given, once its admin port answers.
+async fn serve(path: &str, admin: u16, stderr: std::process::Stdio) -> Served {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"))
+        .args(["serve", "--config", path])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
-    // Wait until it answers.
-    let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", admin))
             .await
@@ -159,6 +170,37 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Served(Some(child))
+}
+
+/// Sends SIGTERM to the process and waits (at most 10 s) for it to exit.
+async fn terminate(mut served: Served) -> std::process::ExitStatus {
+    let child = served.0.as_mut().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..200 {
+        if let Some(exit) = child.try_wait().unwrap() {
+            served.0 = None;
+            return exit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("samlgate did not exit within 10 s of SIGTERM");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let dash = Dashboard::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let text = config_on_ports(port, admin, &dash.url(), Opts::default())
+        .replace("request_timeout = \"2s\"", "request_timeout = \"10s\"");
+    let path = write_config(&dir, &text);
+    let child = serve(&path, admin, std::process::Stdio::null()).await;
+    let base = format!("http://127.0.0.1:{port}");
     let slow = tokio::spawn({
         let base = base.clone();
         async move { get(&format!("{base}/slow?ms=1500"), &[]).await }
@@ -168,18 +210,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         !dash.seen().is_empty(),
         "the slow request has not reached the dashboard yet"
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let exit = tokio::spawn(terminate(child));
     let (resp, body) = slow.await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(&body[..], b"slow done");
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(exit.await.unwrap().code(), Some(0));
     // And it no longer accepts connections.
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -233,4 +268,88 @@ fn idp_metadata_without_a_signing_key_fails_check() {
         code, 2,
         "serve must refuse metadata without a signing key (S1)"
     );
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let dash = Dashboard::start().await;
+    let mut redis = OwnRedis::start(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\noperation_timeout = \"250ms\"",
+        redis.url()
+    );
+    let opts = Opts {
+        session: &session,
+        ..Opts::default()
+    };
+    // Info, so that the line saying the store answers again is there to count.
+    let text = config_on_ports(port, admin, &dash.url(), opts)
+        .replace("level = \"warn\"", "level = \"info\"");
+    let path = write_config(&dir, &text);
+    let mut served = serve(&path, admin, std::process::Stdio::piped()).await;
+    let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    // Starting a login writes the pending login to the store.
+    let login = format!("http://127.0.0.1:{port}/saml/login");
+    assert_eq!(get(&login, &[]).await.0.status(), 302, "Redis up");
+
+    redis.stop();
+    for _ in 0..20 {
+        assert_eq!(get(&login, &[]).await.0.status(), 503, "Redis down");
+    }
+    let _redis = OwnRedis::start(redis.port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if get(&login, &[]).await.0.status() == 302 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "no recovery after Redis came back");
+    for _ in 0..5 {
+        assert_eq!(get(&login, &[]).await.0.status(), 302, "Redis up again");
+    }
+
+    assert_eq!(terminate(served).await.code(), Some(0));
+    let lines = lines.join().unwrap();
+    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    let all = lines.join("\n");
+    assert_eq!(count("session store unavailable"), 1, "{all}");
+    assert_eq!(count("session store answers again"), 1, "{all}");
+    // Each refused request is in the access log, not in a line of its own above info.
+    assert_eq!(count("request failed"), 0, "{all}");
+    assert!(count("\"status\":503") >= 20, "{all}");
+}
+
+#[tokio::test]
+async fn a_closed_log_pipe_stops_neither_serving_nor_shutdown() {
+    let dash = Dashboard::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let text = config_on_ports(port, admin, &dash.url(), Opts::default())
+        .replace("level = \"warn\"", "level = \"info\"");
+    let path = write_config(&dir, &text);
+    let mut served = serve(&path, admin, std::process::Stdio::piped()).await;
+    // The reader of its stderr goes away, as a log shipper that died would.
+    drop(served.0.as_mut().unwrap().stderr.take());
+    // Every request writes an access line that now cannot be written.
+    for i in 0..20 {
+        let (resp, body) = get(&format!("http://127.0.0.1:{port}/static/{i}"), &[]).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert_eq!(terminate(served).await.code(), Some(0));
 }
