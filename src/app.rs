@@ -1219,6 +1219,11 @@ fn spawn_metadata_refresher(app: Weak<App>, refresh: Duration) {
 
 /// Store failures are outages (503); anything else is ours.
 fn session_error(e: crate::session::Error) -> Error {
+    // An outage is logged by the store, once when it starts and once when it ends; the
+    // request's own line is debug (`log_error`). Anything else is a fault of ours: logged here.
+    if !matches!(e, crate::session::Error::Unavailable { .. }) {
+        tracing::error!(error = %e, "session operation failed");
+    }
     Error::Unavailable {
         what: "session store",
         detail: e.to_string(),
