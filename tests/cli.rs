@@ -5,21 +5,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::time::Duration;
 
 use support::dashboard::Dashboard;
 use support::gateway::{Opts, get, run_cli};
 use support::local::{OwnRedis, free_port};
-
-fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
-    let path = dir.path().join("samlgate.toml");
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    path.display().to_string()
-}
+use support::process::{Served, config_on_ports, serve, terminate, write_config};
 
 #[test]
 fn every_shipped_config_checks_ok() {
@@ -128,78 +119,32 @@ fn secret_debug_is_redacted() {
     assert_eq!(format!("{s:?} {s}"), "*** ***");
 }
 
-/// A valid config (see `support::gateway::toml`) on fixed ports, for a `serve` process.
-fn config_on_ports(port: u16, admin: u16, upstream: &str, opts: Opts<'_>) -> String {
-    support::gateway::toml(&format!("http://127.0.0.1:{port}"), upstream, opts)
-        .replace(
-            "admin_listen = \"127.0.0.1:0\"",
-            &format!("admin_listen = \"127.0.0.1:{admin}\""),
-        )
-        .replace(
-            "\nlisten = \"127.0.0.1:0\"",
-            &format!("\nlisten = \"127.0.0.1:{port}\""),
-        )
-}
-
-/// A `samlgate serve` process, killed if a failing test leaves it running.
-struct Served(Option<std::process::Child>);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `samlgate serve --config path` with `stderr` as given, once its admin port answers.
-async fn serve(path: &str, admin: u16, stderr: std::process::Stdio) -> Served {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_samlgate"))
-        .args(["serve", "--config", path])
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Served(Some(child))
-}
-
-/// Sends SIGTERM to the process and waits (at most 10 s) for it to exit.
-async fn terminate(mut served: Served) -> std::process::ExitStatus {
-    let child = served.0.as_mut().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for _ in 0..200 {
-        if let Some(exit) = child.try_wait().unwrap() {
-            served.0 = None;
-            return exit;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("samlgate did not exit within 10 s of SIGTERM");
+/// `samlgate serve` alone on ports of its own in front of `dash`, with `opts`, its config text
+/// passed through `edit`. Returns the process, its port, and the directory of its config.
+async fn serve_alone(
+    dash: &Dashboard,
+    opts: Opts<'_>,
+    edit: impl Fn(String) -> String,
+    stderr: std::process::Stdio,
+) -> (Served, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let public_url = format!("http://127.0.0.1:{port}");
+    let text = edit(config_on_ports(&public_url, port, admin, &dash.url(), opts));
+    let path = write_config(&dir, &text);
+    (serve(&path, admin, stderr).await, port, dir)
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dash = Dashboard::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let text = config_on_ports(port, admin, &dash.url(), Opts::default())
-        .replace("request_timeout = \"2s\"", "request_timeout = \"10s\"");
-    let path = write_config(&dir, &text);
-    let child = serve(&path, admin, std::process::Stdio::null()).await;
+    let (child, port, _dir) = serve_alone(
+        &dash,
+        Opts::default(),
+        |t| t.replace("request_timeout = \"2s\"", "request_timeout = \"10s\""),
+        std::process::Stdio::null(),
+    )
+    .await;
     let base = format!("http://127.0.0.1:{port}");
     let slow = tokio::spawn({
         let base = base.clone();
@@ -274,8 +219,6 @@ fn idp_metadata_without_a_signing_key_fails_check() {
 async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let dash = Dashboard::start().await;
     let mut redis = OwnRedis::start(free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
     let session = format!(
         "store = \"redis\"\nredis_url = \"{}\"\noperation_timeout = \"250ms\"",
         redis.url()
@@ -285,10 +228,13 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         ..Opts::default()
     };
     // Info, so that the line saying the store answers again is there to count.
-    let text = config_on_ports(port, admin, &dash.url(), opts)
-        .replace("level = \"warn\"", "level = \"info\"");
-    let path = write_config(&dir, &text);
-    let mut served = serve(&path, admin, std::process::Stdio::piped()).await;
+    let (mut served, port, _dir) = serve_alone(
+        &dash,
+        opts,
+        |t| t.replace("level = \"warn\"", "level = \"info\""),
+        std::process::Stdio::piped(),
+    )
+    .await;
     let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
@@ -333,12 +279,13 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
 #[tokio::test]
 async fn a_closed_log_pipe_stops_neither_serving_nor_shutdown() {
     let dash = Dashboard::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let text = config_on_ports(port, admin, &dash.url(), Opts::default())
-        .replace("level = \"warn\"", "level = \"info\"");
-    let path = write_config(&dir, &text);
-    let mut served = serve(&path, admin, std::process::Stdio::piped()).await;
+    let (mut served, port, _dir) = serve_alone(
+        &dash,
+        Opts::default(),
+        |t| t.replace("level = \"warn\"", "level = \"info\""),
+        std::process::Stdio::piped(),
+    )
+    .await;
     // The reader of its stderr goes away, as a log shipper that died would.
     drop(served.0.as_mut().unwrap().stderr.take());
     // Every request writes an access line that now cannot be written.

@@ -1,16 +1,20 @@
 //! Two gateway replicas sharing one real Redis, black-box: a session made on A works on B,
 //! a logout on B is refused on A at once, a login started on A finishes on B, a response
 //! accepted by A is refused by B, and Redis going away gives 503 pages until it returns —
-//! without restarting samlgate.
+//! without restarting samlgate. The same sharing also between two `samlgate serve` processes,
+//! where nothing in one process's memory can stand in for Redis.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use std::time::Duration;
 
+use samlgate::demo::signer::{ResponseSpec, TestIdp};
+use support::dashboard::Dashboard;
 use support::gateway::Opts;
 use support::local::{OwnRedis, free_port};
-use support::sso::{Browser, Sso, sets_session};
+use support::process::{config_on_ports, serve, terminate, write_config};
+use support::sso::{Browser, IDP_ENTITY, Sso, sets_session};
 
 fn redis_opts(prefix: &str) -> String {
     format!("store = \"redis\"\nredis_key_prefix = \"{prefix}\"\nlocal_ttl = \"5s\"")
@@ -137,4 +141,117 @@ async fn redis_outage_gives_503_and_recovers_by_itself() {
     assert!(ok, "the gateway did not recover after Redis came back");
     let (resp, _) = support::gateway::get(&format!("http://{}/readyz", sso.gw.admin), &[]).await;
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_share_sessions_logins_and_the_replay_cache() {
+    let dash = Dashboard::start().await;
+    let idp = TestIdp::generate(IDP_ENTITY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("idp.xml");
+    std::fs::write(
+        &meta,
+        idp.metadata_xml("https://idp.test/sso", Some("https://idp.test/slo"))
+            .unwrap(),
+    )
+    .unwrap();
+    let meta = meta.display().to_string();
+    let session = redis_opts(&prefix());
+    let (a_port, b_port) = (free_port(), free_port());
+    // Both replicas tell browsers A's address, as replicas behind one load balancer would.
+    let public_url = format!("http://127.0.0.1:{a_port}");
+    let (a, b) = (public_url.clone(), format!("http://127.0.0.1:{b_port}"));
+    let mut replicas = Vec::new();
+    for (name, port) in [("a", a_port), ("b", b_port)] {
+        let admin = free_port();
+        let text = config_on_ports(
+            &public_url,
+            port,
+            admin,
+            &dash.url(),
+            Opts {
+                metadata: Some(&meta),
+                session: &session,
+                saml: "allow_idp_initiated = true",
+                ..Opts::default()
+            },
+        );
+        let replica_dir = tempfile::Builder::new().prefix(name).tempdir().unwrap();
+        let path = write_config(&replica_dir, &text);
+        replicas.push((
+            serve(&path, admin, std::process::Stdio::null()).await,
+            replica_dir,
+        ));
+    }
+    let acs = format!("{public_url}/saml/acs");
+    let spec = |in_response_to: Option<&str>| ResponseSpec {
+        destination: Some(acs.clone()),
+        recipient: Some(acs.clone()),
+        audiences: vec![format!("{public_url}/saml/metadata")],
+        in_response_to: in_response_to.map(str::to_string),
+        ..ResponseSpec::default()
+    };
+
+    // A login started on A finishes on B, and the session works on both.
+    let mut browser = Browser::new();
+    let start = browser.start_login_at(&a, "/from-a").await;
+    let value = idp
+        .response_form_value(&spec(Some(&start.request_id)))
+        .unwrap();
+    let (resp, _) = browser
+        .try_post_acs_at(&b, &value, &start.relay_state)
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        303,
+        "the login started on A did not finish on B"
+    );
+    assert_eq!(resp.headers()["location"], "/from-a");
+    for base in [&a, &b] {
+        let (resp, _) = browser.get(&format!("{base}/x")).await;
+        assert_eq!(resp.status(), 200, "the session is not honoured by {base}");
+        assert_eq!(dash.last().uri, "/x");
+    }
+
+    // A response accepted by A is refused by B.
+    let unsolicited = idp.response_form_value(&spec(None)).unwrap();
+    let (resp, _) = Browser::new()
+        .try_post_acs_at(&a, &unsolicited, "")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let (resp, _) = Browser::new()
+        .try_post_acs_at(&b, &unsolicited, "")
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_client_error(),
+        "replayed on B: {}",
+        resp.status()
+    );
+    assert!(!sets_session(&resp));
+
+    // A logout on B is refused by A at once (A's in-process tier held the session).
+    let kept = browser.clone();
+    assert_eq!(
+        browser.get(&format!("{b}/saml/logout")).await.0.status(),
+        302
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = dash.seen().len();
+    assert_eq!(
+        kept.clone().get(&format!("{a}/x")).await.0.status(),
+        302,
+        "A still honours a session logged out on B"
+    );
+    assert_eq!(
+        dash.seen().len(),
+        seen,
+        "the dashboard saw the logged-out request"
+    );
+
+    for (served, _) in replicas {
+        assert_eq!(terminate(served).await.code(), Some(0));
+    }
 }

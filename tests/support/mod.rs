@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod fake_scim;
 pub mod gateway;
 pub mod local;
+pub mod process;
 pub mod provisioning;
 pub mod sso;
 pub mod webdriver;

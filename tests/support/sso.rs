@@ -183,9 +183,13 @@ impl Browser {
 
     /// `/saml/login?return_to=…`, decoding the AuthnRequest from the redirect.
     pub async fn start_login(&mut self, gw: &Gateway, return_to: &str) -> LoginStart {
+        self.start_login_at(&gw.public_url, return_to).await
+    }
+
+    /// `start_login` at the gateway whose base URL is `base` (a `serve` process).
+    pub async fn start_login_at(&mut self, base: &str, return_to: &str) -> LoginStart {
         let url = format!(
-            "{}/saml/login?return_to={}",
-            gw.public_url,
+            "{base}/saml/login?return_to={}",
             url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
         );
         let (resp, _) = self.get(&url).await;
@@ -214,11 +218,22 @@ impl Browser {
         saml_response: &str,
         relay_state: &str,
     ) -> Option<(Response<()>, Bytes)> {
+        self.try_post_acs_at(&gw.public_url, saml_response, relay_state)
+            .await
+    }
+
+    /// `try_post_acs` to the gateway whose base URL is `base` (a `serve` process).
+    pub async fn try_post_acs_at(
+        &mut self,
+        base: &str,
+        saml_response: &str,
+        relay_state: &str,
+    ) -> Option<(Response<()>, Bytes)> {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("SAMLResponse", saml_response)
             .append_pair("RelayState", relay_state)
             .finish();
-        let mut b = Request::post(format!("{}/saml/acs", gw.public_url))
+        let mut b = Request::post(format!("{base}/saml/acs"))
             .header("content-type", "application/x-www-form-urlencoded");
         if !self.cookies.is_empty() {
             b = b.header("cookie", self.cookie_header());
