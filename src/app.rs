@@ -472,7 +472,12 @@ impl App {
     /// verify → replay cache → provision → session → 303.
     async fn finish_login(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
-        let form = read_form(body, self.config.saml.max_response_bytes + 16 * 1024).await?;
+        let form = read_form(
+            body,
+            self.config.saml.max_response_bytes + 16 * 1024,
+            self.config.server.header_read_timeout,
+        )
+        .await?;
         let Some(saml_response) = form.get("SAMLResponse") else {
             return Err(refused(
                 "The identity provider sent no SAML response.",
@@ -653,7 +658,12 @@ impl App {
     async fn logout(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
         let received = if parts.method == Method::POST {
-            let form = read_form(body, saml::logout::MAX_LOGOUT_PARAM + 16 * 1024).await?;
+            let form = read_form(
+                body,
+                saml::logout::MAX_LOGOUT_PARAM + 16 * 1024,
+                self.config.server.header_read_timeout,
+            )
+            .await?;
             let relay = form.get("RelayState").map(String::as_str);
             match (form.get("SAMLRequest"), form.get("SAMLResponse")) {
                 (None, None) => None,
@@ -1327,12 +1337,18 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Reads an `application/x-www-form-urlencoded` body of at most `limit` bytes.
+/// Reads an `application/x-www-form-urlencoded` body of at most `limit` bytes, sent within
+/// `deadline` (a client trickling a body must not hold a connection for ever; hyper's
+/// header-read timeout covers only the head).
 async fn read_form(
     body: Incoming,
     limit: usize,
+    deadline: Duration,
 ) -> Result<std::collections::HashMap<String, String>, Error> {
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(deadline, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Error::RequestTimeout)?;
+    let bytes: Bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -1373,7 +1389,8 @@ fn log_error(err: &Error, request_id: &str) {
         | Error::LoginRefused { .. }
         | Error::LogoutRefused { .. }
         | Error::BadRequest(_)
-        | Error::PayloadTooLarge => {
+        | Error::PayloadTooLarge
+        | Error::RequestTimeout => {
             tracing::warn!(request_id, error = %err, "request refused")
         }
         // The store logs an outage once when it starts and once when it ends; a line per

@@ -52,6 +52,9 @@ pub enum Error {
     /// A body over its cap.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A form to one of our endpoints not sent within `server.header_read_timeout`.
+    #[error("request body not sent in time")]
+    RequestTimeout,
     /// Wrong method on one of our endpoints.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -73,6 +76,7 @@ impl Error {
             Error::Upstream(ProxyError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound => StatusCode::NOT_FOUND,
         }
@@ -144,6 +148,12 @@ impl Error {
                 status,
                 "Request too large",
                 "The request body is too large.",
+                request_id,
+            ),
+            Error::RequestTimeout => pages::page(
+                status,
+                "Request timeout",
+                "The request body was not sent in time.",
                 request_id,
             ),
             Error::MethodNotAllowed => pages::page(

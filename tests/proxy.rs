@@ -423,6 +423,57 @@ async fn slow_request_heads_are_cut_off() {
     assert!(dash.seen().is_empty());
 }
 
+/// A sign-in form trickled slower than `server.header_read_timeout` is answered 408 once that
+/// time is up, with no session, instead of holding its connection for as long as the client
+/// likes (the head arrived in time, so hyper's own timer does not apply).
+#[tokio::test]
+async fn slow_sign_in_form_bodies_are_cut_off() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start_toml(&gateway::toml(
+        "{public_url}",
+        &dash.url(),
+        gateway::Opts {
+            server: "header_read_timeout = \"1s\"",
+            ..gateway::Opts::default()
+        },
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /saml/acs HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n\
+          SAMLResponse=PHNhbWxwOlJlc3BvbnNl",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("no answer 10 s into a stalled sign-in form")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer after {:?}",
+            started.elapsed()
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_lowercase();
+    assert!(
+        head.starts_with("http/1.1 408"),
+        "unexpected answer: {head}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "answered before the timeout: {head}"
+    );
+    assert!(!head.contains("set-cookie: samlgate="), "{head}");
+    assert!(dash.seen().is_empty());
+}
+
 /// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
 fn localhost_cert(
     dir: &std::path::Path,
