@@ -387,11 +387,11 @@ async fn oversized_request_head_is_refused() {
     assert!(dash.seen().is_empty());
 }
 
-/// A client that sends its request head too slowly (slowloris) is cut off after
-/// `server.header_read_timeout`, and the dashboard sees nothing.
-#[tokio::test]
-async fn slow_request_heads_are_cut_off() {
-    let dash = Dashboard::start().await;
+/// A gateway with `server.header_read_timeout = "1s"` in front of `dash`, and a raw connection
+/// to it.
+async fn connect_with_header_read_timeout_of_1s(
+    dash: &Dashboard,
+) -> (gateway::Gateway, tokio::net::TcpStream) {
     let gw = gateway::start_toml(&gateway::toml(
         "{public_url}",
         &dash.url(),
@@ -401,7 +401,16 @@ async fn slow_request_heads_are_cut_off() {
         },
     ))
     .await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    (gw, s)
+}
+
+/// A client that sends its request head too slowly (slowloris) is cut off after
+/// `server.header_read_timeout`, and the dashboard sees nothing.
+#[tokio::test]
+async fn slow_request_heads_are_cut_off() {
+    let dash = Dashboard::start().await;
+    let (_gw, mut s) = connect_with_header_read_timeout_of_1s(&dash).await;
     s.write_all(b"GET /static/x HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
@@ -429,16 +438,7 @@ async fn slow_request_heads_are_cut_off() {
 #[tokio::test]
 async fn slow_sign_in_form_bodies_are_cut_off() {
     let dash = Dashboard::start().await;
-    let gw = gateway::start_toml(&gateway::toml(
-        "{public_url}",
-        &dash.url(),
-        gateway::Opts {
-            server: "header_read_timeout = \"1s\"",
-            ..gateway::Opts::default()
-        },
-    ))
-    .await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (_gw, mut s) = connect_with_header_read_timeout_of_1s(&dash).await;
     s.write_all(
         b"POST /saml/acs HTTP/1.1\r\nHost: x\r\n\
           Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n\
