@@ -66,7 +66,7 @@ for n in sg sga sgr; do
   taskset -c $SERVER_CPU ./target/release/samlgate serve --config "$WORK/$n.toml" 2>"$WORK/$n.log" &
 done
 taskset -c $SERVER_CPU ./target/release/examples/hyper_floor "127.0.0.1:$FL" "127.0.0.1:$UP" conn 2>"$WORK/floor.log" &
-sleep 1
+for port in "$SG" "$SGA" "$SGR" "$FL"; do wait_http "$port" 10; done
 
 # Session cookies made by a real SAML login through each gateway.
 COOKIE_MEM=$(login_cookie "http://127.0.0.1:$SGA")

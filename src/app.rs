@@ -1227,12 +1227,10 @@ fn spawn_metadata_refresher(app: Weak<App>, refresh: Duration) {
     });
 }
 
-/// Store failures are outages (503); anything else is ours.
+/// Store failures are outages (503); anything else is ours (503 too, logged as a failure).
 fn session_error(e: crate::session::Error) -> Error {
-    // An outage is logged by the store, once when it starts and once when it ends; the
-    // request's own line is debug (`log_error`). Anything else is a fault of ours: logged here.
-    if !matches!(e, crate::session::Error::Unavailable { .. }) {
-        tracing::error!(error = %e, "session operation failed");
+    if matches!(e, crate::session::Error::Unavailable { .. }) {
+        return Error::StoreOutage(e.to_string());
     }
     Error::Unavailable {
         what: "session store",
@@ -1395,10 +1393,7 @@ fn log_error(err: &Error, request_id: &str) {
         }
         // The store logs an outage once when it starts and once when it ends; a line per
         // request would bury that (every request needs the store).
-        Error::Unavailable {
-            what: "session store",
-            ..
-        } => tracing::debug!(request_id, error = %err, "request failed"),
+        Error::StoreOutage(_) => tracing::debug!(request_id, error = %err, "request failed"),
         Error::Unavailable { .. } | Error::Upstream(_) => {
             let cause = std::error::Error::source(err)
                 .map(|s| s.to_string())

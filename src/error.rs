@@ -43,6 +43,10 @@ pub enum Error {
         /// Logged cause.
         detail: String,
     },
+    /// The session store does not answer (an outage it logs itself, once when it starts and
+    /// once when it ends); retry later.
+    #[error("session store unavailable: {0}")]
+    StoreOutage(String),
     /// The dashboard could not be reached or did not answer in time.
     #[error(transparent)]
     Upstream(#[from] ProxyError),
@@ -71,7 +75,7 @@ impl Error {
             Error::Denied(_) | Error::LoginRefused { .. } | Error::LogoutRefused { .. } => {
                 StatusCode::FORBIDDEN
             }
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::StoreOutage(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Upstream(ProxyError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Error::Upstream(ProxyError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -125,12 +129,8 @@ impl Error {
                 "The sign-out message from the identity provider was not accepted.",
                 request_id,
             ),
-            Error::Unavailable { what, .. } => pages::page(
-                status,
-                "Temporarily unavailable",
-                &format!("The {what} is not answering right now. Please try again in a minute."),
-                request_id,
-            ),
+            Error::Unavailable { what, .. } => unavailable_page(status, what, request_id),
+            Error::StoreOutage(_) => unavailable_page(status, "session store", request_id),
             Error::Upstream(ProxyError::Timeout) => pages::page(
                 status,
                 "Gateway timeout",
@@ -170,4 +170,14 @@ impl Error {
             ),
         }
     }
+}
+
+/// The page of a dependency that does not answer.
+fn unavailable_page(status: StatusCode, what: &str, request_id: &str) -> Response<Body> {
+    pages::page(
+        status,
+        "Temporarily unavailable",
+        &format!("The {what} is not answering right now. Please try again in a minute."),
+        request_id,
+    )
 }

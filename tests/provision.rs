@@ -27,6 +27,11 @@ fn config(scim: &FakeScim) -> ProvisioningConfig {
     support::provisioning::config(scim.url(), TOKEN, Duration::from_secs(2))
 }
 
+/// What `resolve` answers when the admin API (or the lock) is unavailable for `reason`.
+fn unavailable<T>(reason: UnavailableReason) -> Result<T, ProvisionError> {
+    Err(ProvisionError::Unavailable { reason })
+}
+
 fn provisioner(cfg: &ProvisioningConfig) -> Provisioner {
     Provisioner::new(cfg, None).expect("provisioner")
 }
@@ -328,9 +333,7 @@ async fn server_errors_are_retried_then_unavailable_fast_with_nothing_created() 
     let e = p.resolve(person("x@example.com")).await;
     assert_eq!(
         e,
-        Err(ProvisionError::Unavailable {
-            reason: UnavailableReason::ServerError { status: 503 }
-        })
+        unavailable(UnavailableReason::ServerError { status: 503 })
     );
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(scim.lookups().len(), 3, "one lookup and two retries");
@@ -349,12 +352,7 @@ async fn a_slow_admin_api_is_unavailable_after_the_timeout() {
     let p = provisioner(&cfg);
     let t = Instant::now();
     let e = p.resolve(person("slow@example.com")).await;
-    assert_eq!(
-        e,
-        Err(ProvisionError::Unavailable {
-            reason: UnavailableReason::Timeout
-        })
-    );
+    assert_eq!(e, unavailable(UnavailableReason::Timeout));
     assert!(
         t.elapsed() < Duration::from_millis(900),
         "{:?}",
@@ -373,12 +371,7 @@ async fn refused_connections_are_unavailable_quickly() {
     scim.refuse_connections();
     let t = Instant::now();
     let e = p.resolve(person("r@example.com")).await;
-    assert_eq!(
-        e,
-        Err(ProvisionError::Unavailable {
-            reason: UnavailableReason::Unreachable
-        })
-    );
+    assert_eq!(e, unavailable(UnavailableReason::Unreachable));
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
@@ -417,9 +410,7 @@ async fn circuit_breaker_makes_the_next_failure_fast() {
     let t = Instant::now();
     assert_eq!(
         p.resolve(person("c@example.com")).await,
-        Err(ProvisionError::Unavailable {
-            reason: UnavailableReason::CircuitOpen
-        })
+        unavailable(UnavailableReason::CircuitOpen)
     );
     assert!(t.elapsed() < Duration::from_millis(50));
     assert!(scim.requests().is_empty(), "an open breaker makes no call");
@@ -511,12 +502,7 @@ async fn with_the_shared_store_down_a_new_user_is_unavailable_and_the_admin_api_
     redis.stop();
     let t = Instant::now();
     let e = p.resolve(person("during@example.com")).await;
-    assert_eq!(
-        e,
-        Err(ProvisionError::Unavailable {
-            reason: UnavailableReason::Lock
-        })
-    );
+    assert_eq!(e, unavailable(UnavailableReason::Lock));
     // Bounded by the store's operation timeout (250 ms here), not the lock's TTL.
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(scim.lookups().len(), 1, "only the login before the outage");

@@ -209,8 +209,14 @@ async fn two_serve_processes_share_sessions_logins_and_the_replay_cache() {
     );
     assert_eq!(resp.headers()["location"], "/from-a");
     for base in [&a, &b] {
+        let seen = dash.seen().len();
         let (resp, _) = browser.get(&format!("{base}/x")).await;
         assert_eq!(resp.status(), 200, "the session is not honoured by {base}");
+        assert_eq!(
+            dash.seen().len(),
+            seen + 1,
+            "{base} did not forward the request"
+        );
         assert_eq!(dash.last().uri, "/x");
     }
 
