@@ -100,6 +100,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a client may take to send a request head; slower ones are cut (slowloris).
     pub header_read_timeout: Duration,
+    /// How long a client may leave a response unread before its connection is closed: the
+    /// time between two writes that make progress, not for the whole response (nginx's
+    /// `send_timeout`).
+    pub send_timeout: Duration,
     /// Gateway worker threads, each with its own event loop (default: one per CPU).
     pub workers: usize,
 }
@@ -542,6 +546,7 @@ struct RawServer {
     max_header_bytes: usize,
     shutdown_grace: String,
     header_read_timeout: String,
+    send_timeout: String,
     workers: usize,
 }
 
@@ -557,6 +562,7 @@ impl Default for RawServer {
             max_header_bytes: 16 * 1024,
             shutdown_grace: "25s".into(),
             header_read_timeout: "30s".into(),
+            send_timeout: "60s".into(),
             workers: 0,
         }
     }
@@ -1148,6 +1154,13 @@ impl Validator {
                 "must be at least 1s (it cuts clients that send their request head too slowly)",
             );
         }
+        let send_timeout = self.duration("server.send_timeout", &raw.send_timeout);
+        if send_timeout < Duration::from_secs(1) {
+            self.problem(
+                "server.send_timeout",
+                "must be at least 1s (it cuts clients that stop reading their response)",
+            );
+        }
         ServerConfig {
             listen,
             trusted_proxies,
@@ -1159,6 +1172,7 @@ impl Validator {
             max_header_bytes: raw.max_header_bytes.max(1024),
             shutdown_grace,
             header_read_timeout,
+            send_timeout,
             workers: match raw.workers {
                 0 => std::thread::available_parallelism().map_or(1, usize::from),
                 n => n,

@@ -6,15 +6,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, StartError};
@@ -190,6 +194,7 @@ async fn serve_gateway(
         app.config.server.header_read_timeout,
     ));
     let graceful = GracefulShutdown::new();
+    let send_timeout = app.config.server.send_timeout;
     // The worker's upkeep tick. Besides closing stale upstream connections, it keeps the
     // runtime's timer driver due to wake within a second, so arming a request's later
     // deadlines (header read, upstream response) never has to wake the driver through its
@@ -238,8 +243,9 @@ async fn serve_gateway(
         let app3 = app.clone();
         match &tls {
             None => {
+                let io = SendDeadline::new(stream, send_timeout);
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .into_owned();
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -256,8 +262,9 @@ async fn serve_gateway(
                     if let Ok(Ok(tls_stream)) =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
                     {
+                        let io = SendDeadline::new(tls_stream, send_timeout);
                         let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
                             .into_owned();
                         let _ = watcher.watch(conn).await;
                     }
@@ -283,6 +290,108 @@ async fn serve_gateway(
     maintenance.abort();
 }
 
+pin_project_lite::pin_project! {
+    /// A client connection whose writes must make progress: once a write (or flush, or
+    /// shutdown) has waited `timeout` for a client that takes in nothing, it fails with
+    /// `TimedOut` and hyper closes the connection, which also drops its upstream request
+    /// (`server.send_timeout`, nginx's `send_timeout`). hyper has no write timeout of its own,
+    /// and `header_read_timeout` covers only what the client sends. A write that goes through
+    /// at once costs a branch; the timer exists only once a write has had to wait.
+    struct SendDeadline<T> {
+        #[pin]
+        io: T,
+        timeout: Duration,
+        // Armed while writes are waiting; kept (and reset) across stalls.
+        stalled: Option<Pin<Box<Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl<T> SendDeadline<T> {
+    fn new(io: T, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            stalled: None,
+            armed: false,
+        }
+    }
+}
+
+impl<T: AsyncWrite> SendDeadline<T> {
+    /// Runs one write-side operation under the deadline.
+    fn guard<R>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        let this = self.project();
+        let polled = op(this.io, cx);
+        if polled.is_ready() {
+            *this.armed = false;
+            return polled;
+        }
+        if !*this.armed {
+            let deadline = Instant::now() + *this.timeout;
+            match this.stalled {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => *this.stalled = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            *this.armed = true;
+        }
+        let Some(sleep) = this.stalled else {
+            return Poll::Pending;
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took in nothing of its response within server.send_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for SendDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for SendDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.guard(cx, AsyncWrite::poll_flush)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.guard(cx, AsyncWrite::poll_shutdown)
+    }
+}
+
 fn infallible(resp: http::Response<Body>) -> Result<http::Response<Body>, Infallible> {
     Ok(resp)
 }
@@ -303,8 +412,9 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Rece
             let app = app2.clone();
             async move { Ok::<_, Infallible>(app.handle_admin(req).await) }
         });
+        let io = SendDeadline::new(stream, app.config.server.send_timeout);
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let fut = graceful.watch(conn);
         tokio::spawn(fut);

@@ -432,6 +432,33 @@ async fn slow_request_heads_are_cut_off() {
     assert!(dash.seen().is_empty());
 }
 
+/// An idle keep-alive connection is closed once `server.header_read_timeout` passes without a
+/// new request head (the wait for the next request is the wait for its head).
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
+    let dash = Dashboard::start().await;
+    let (_gw, mut s) = connect_with_header_read_timeout_of_1s(&dash).await;
+    // HEAD: the answer is its head alone, so what is read next can only be the close.
+    s.write_all(b"HEAD /static/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = read_head(&mut s, &mut buf).await;
+    assert!(n.is_some(), "no answer to the first request");
+    assert!(buf.starts_with(b"HTTP/1.1 200"));
+    let idle = Instant::now();
+    let mut chunk = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+        .await
+        .expect("an idle keep-alive connection was still open after 10 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "unexpected data: {read:?}");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        idle.elapsed()
+    );
+}
+
 /// A sign-in form trickled slower than `server.header_read_timeout` is answered 408 once that
 /// time is up, with no session, instead of holding its connection for as long as the client
 /// likes (the head arrived in time, so hyper's own timer does not apply).
@@ -754,14 +781,19 @@ async fn a_request_never_waits_for_an_upload_the_dashboard_answered_early() {
     drop(tx);
 }
 
-/// `samlgate_requests_in_flight` as the admin listener reports it.
-async fn in_flight(gw: &gateway::Gateway) -> i64 {
+/// A gauge as the admin listener reports it.
+async fn gauge(gw: &gateway::Gateway, name: &str) -> i64 {
     let (_, body) = get(&format!("http://{}/metrics", gw.admin), &[]).await;
     let text = String::from_utf8_lossy(&body).into_owned();
     text.lines()
-        .find_map(|l| l.strip_prefix("samlgate_requests_in_flight "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no in-flight gauge in:\n{text}"))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// `samlgate_requests_in_flight`: requests whose response head is not out yet.
+async fn in_flight(gw: &gateway::Gateway) -> i64 {
+    gauge(gw, "samlgate_requests_in_flight").await
 }
 
 #[tokio::test]
@@ -793,4 +825,104 @@ async fn a_request_whose_client_went_away_is_no_longer_in_flight() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A gateway with `server.send_timeout = "1s"` in front of `dash`, and a raw connection to it
+/// with a receive buffer of `rcvbuf` bytes, on which `GET /big?n={n}` has been sent.
+async fn request_big_with_send_timeout_of_1s(
+    dash: &Dashboard,
+    n: usize,
+    rcvbuf: u32,
+) -> (gateway::Gateway, tokio::net::TcpStream) {
+    let gw = gateway::start_toml(&gateway::toml(
+        "{public_url}",
+        &dash.url(),
+        gateway::Opts {
+            server: "send_timeout = \"1s\"",
+            ..gateway::Opts::default()
+        },
+    ))
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    let mut s = socket.connect(gw.addr).await.unwrap();
+    s.write_all(
+        format!("GET /big?n={n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    (gw, s)
+}
+
+/// A client that stops reading its response is cut off after `server.send_timeout`: its
+/// connection is closed (and its upstream request dropped with it) long before the body is
+/// through. Without the timeout it stays open for as long as the client likes, holding a
+/// connection slot and an upstream connection.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let dash = Dashboard::start().await;
+    let n = 64 << 20;
+    let (gw, mut s) = request_big_with_send_timeout_of_1s(&dash, n, 16 * 1024).await;
+    let started = Instant::now();
+    while dash.seen().is_empty() || gauge(&gw, "samlgate_connections_open").await != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a client that reads nothing was still being served after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "cut off before the timeout: {:?}",
+        started.elapsed()
+    );
+    // What the kernel's buffers held arrives; then the connection ends (EOF or reset).
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("the cut-off connection stayed open")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    assert!(got < n / 2, "{got} of {n} bytes arrived after the cut-off");
+}
+
+/// The send timeout is between two writes, not for the whole response: a client that reads
+/// slowly but steadily, for longer than `server.send_timeout` in all, gets the whole body.
+#[tokio::test]
+async fn a_slow_but_steady_reader_gets_the_whole_response() {
+    let dash = Dashboard::start().await;
+    // More than the gateway's send buffer and the client's receive buffer hold, so the
+    // gateway's writes do wait for the client, many times.
+    let n = 8 << 20;
+    let (_gw, mut s) = request_big_with_send_timeout_of_1s(&dash, n, 32 * 1024).await;
+    let started = Instant::now();
+    let mut got = Vec::with_capacity(n + 4096);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let k = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("no data for 10 s")
+            .unwrap();
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..k]);
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(1100),
+        "the client was not slower than the send timeout in all: {:?}",
+        started.elapsed()
+    );
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", &got[..head_end]);
+    // Chunked: the body's bytes plus framing, ending with the last chunk.
+    let xs = got[head_end..].iter().filter(|b| **b == b'x').count();
+    assert_eq!(xs, n, "the body was cut short");
+    assert!(got.ends_with(b"0\r\n\r\n"));
 }
