@@ -17,6 +17,7 @@ fn config(store: StoreKind, prefix: &str, local_ttl: Duration) -> SessionConfig 
         idle_timeout: Duration::from_secs(3600),
         store,
         redis_url: Secret::new("redis://127.0.0.1:6379/0"),
+        redis_ca_file: None,
         redis_key_prefix: prefix.into(),
         operation_timeout: Duration::from_millis(250),
         max_entries: 100_000,

@@ -31,6 +31,7 @@ async fn main() {
         idle_timeout: Duration::from_secs(3600),
         store: StoreKind::Memory,
         redis_url: Secret::new(""),
+        redis_ca_file: None,
         redis_key_prefix: String::new(),
         operation_timeout: Duration::from_millis(250),
         max_entries: n + 1,

@@ -298,6 +298,9 @@ pub struct SessionConfig {
     pub store: StoreKind,
     /// Redis URL (`redis://` or `rediss://`), may carry a password.
     pub redis_url: Secret,
+    /// The CA that signed a `rediss://` Redis's certificate (PEM); when set, only it is
+    /// trusted for Redis. Unset: the system's roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` apply).
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key.
     pub redis_key_prefix: String,
     /// Upper bound of one store operation; past it the request gets a 503 page.
@@ -680,6 +683,7 @@ struct RawSession {
     store: String,
     redis_url: String,
     redis_url_file: Option<String>,
+    redis_ca_file: Option<String>,
     redis_key_prefix: String,
     operation_timeout: String,
     max_entries: u64,
@@ -699,6 +703,7 @@ impl Default for RawSession {
             store: "memory".into(),
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_url_file: None,
+            redis_ca_file: None,
             redis_key_prefix: "samlgate:".into(),
             operation_timeout: "250ms".into(),
             max_entries: 1_000_000,
@@ -1441,6 +1446,29 @@ impl Validator {
                 self.problem("session.redis_url", "not a redis:// or rediss:// URL");
             }
         }
+        let redis_ca_file = raw.redis_ca_file.map(|f| {
+            let p = self.existing_file("session.redis_ca_file", &f);
+            if store == StoreKind::Redis && !redis_url.expose().starts_with("rediss://") {
+                self.problem(
+                    "session.redis_ca_file",
+                    "set, but session.redis_url is not rediss:// (TLS): Redis would be reached without TLS",
+                );
+            }
+            if p.exists() {
+                match crate::outbound::read_ca_file(&p) {
+                    Ok(certs) if !certs.is_empty() => {}
+                    Ok(_) => self.problem(
+                        "session.redis_ca_file",
+                        format_args!("{}: no PEM certificate in it", p.display()),
+                    ),
+                    Err(e) => self.problem(
+                        "session.redis_ca_file",
+                        format_args!("{}: {e}", p.display()),
+                    ),
+                }
+            }
+            p
+        });
         let operation_timeout = self.duration("session.operation_timeout", &raw.operation_timeout);
         let local_ttl = self.duration("session.local_ttl", &raw.local_ttl);
         if local_ttl > Duration::from_secs(60) {
@@ -1460,6 +1488,7 @@ impl Validator {
             idle_timeout,
             store,
             redis_url,
+            redis_ca_file,
             redis_key_prefix: raw.redis_key_prefix,
             operation_timeout,
             max_entries: raw.max_entries,

@@ -37,6 +37,7 @@ fn config_errors_are_collected_and_name_each_key() {
 listen = "not-an-address"
 public_url = "ftp://x"
 header_read_timeout = "10ms"
+send_timeout = "0s"
 [upstream]
 url = "http://127.0.0.1:3000"
 request_timeout = "soon"
@@ -56,6 +57,7 @@ store = "postgres"
         "server.listen",
         "server.public_url",
         "server.header_read_timeout",
+        "server.send_timeout",
         "upstream.request_timeout",
         "upstream.keepalive_timeout",
         "upstream.public_paths",
@@ -74,6 +76,50 @@ store = "postgres"
     // serve refuses the same config with the same status.
     let (code, _, _) = run_cli(&["serve", "--config", &path], &[]);
     assert_eq!(code, 2);
+}
+
+/// `session.redis_ca_file` is checked by `check`: it must hold a PEM certificate, and it needs a
+/// `rediss://` URL (with `redis://` Redis would be reached without TLS, which the operator who
+/// set a CA did not mean).
+#[test]
+fn a_redis_ca_file_needs_a_certificate_and_a_rediss_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml"))
+            .unwrap();
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let (cert, _, _) = support::local::localhost_cert(dir.path());
+    let with = |url: &str, ca: &std::path::Path| {
+        let text = shipped.replace(
+            "store = \"memory\"",
+            &format!("store = \"redis\"\nredis_ca_file = \"{}\"", ca.display()),
+        );
+        let text = text.replace(
+            "redis_url = \"redis://127.0.0.1:6379/0\"",
+            &format!("redis_url = \"{url}\""),
+        );
+        let path = write_config(&dir, &text);
+        run_cli(&["check", "--config", &path], &[])
+    };
+    let (code, _, err) = with("rediss://127.0.0.1:6379/0", &not_pem);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("session.redis_ca_file:") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+    let (code, _, err) = with("redis://:pw@127.0.0.1:6379/0", &cert);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("session.redis_ca_file:") && err.contains("not rediss://"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(":pw@"),
+        "the URL (and its password) was echoed: {err}"
+    );
+    let (code, out, err) = with("rediss://127.0.0.1:6379/0", &cert);
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use support::dashboard::Dashboard;
 use support::gateway::{self, get};
+use support::local;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -254,7 +255,7 @@ async fn http2_prior_knowledge_client() {
 async fn tls_listener_serves_h2_and_http11() {
     let dash = Dashboard::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path, cert) = localhost_cert(dir.path());
+    let (cert_path, key_path, cert) = local::localhost_cert(dir.path());
     let toml = gateway::base_toml("{public_url}", &dash.url(), "").replace(
         "shutdown_grace = \"5s\"\n",
         &format!(
@@ -501,41 +502,10 @@ async fn slow_sign_in_form_bodies_are_cut_off() {
     assert!(dash.seen().is_empty());
 }
 
-/// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
-fn localhost_cert(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, openssl::x509::X509) {
-    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "localhost").unwrap();
-    let name = name.build();
-    let mut b = x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-        .unwrap();
-    let san = x509::extension::SubjectAlternativeName::new()
-        .dns("localhost")
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = b.build();
-    let (c, k) = (dir.join("up-cert.pem"), dir.join("up-key.pem"));
-    std::fs::write(&c, cert.to_pem().unwrap()).unwrap();
-    std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    (c, k, cert)
-}
-
 #[tokio::test]
 async fn https_upstream_with_a_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = localhost_cert(dir.path());
+    let (cert, key, _) = local::localhost_cert(dir.path());
     let acceptor = samlgate::server::tls_acceptor(&samlgate::config::TlsConfig {
         cert_file: cert.clone(),
         key_file: key,

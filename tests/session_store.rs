@@ -1,5 +1,6 @@
-//! One conformance suite, run against both session stores: the memory store with paused time
-//! and the shared Redis with real (short) TTLs.
+//! One conformance suite, run against both session stores: the memory store with paused time,
+//! and Redis with real (short) TTLs: the shared one, and one of the test's own that speaks only
+//! TLS and wants a password (`rediss://`, `session.redis_ca_file`, database 3).
 
 mod session_support;
 
@@ -447,4 +448,93 @@ async fn redis_store_without_local_tier_conforms() {
         .await
         .expect("store");
     conformance(store, &cfg, metrics).await;
+}
+
+/// `redis-cli` over TLS against the test's own Redis: the keys under `prefix` in `db`.
+fn keys_in_db(port: u16, ca: &std::path::Path, password: &str, db: u8, prefix: &str) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-a", password])
+        .args([
+            "--no-auth-warning",
+            "-n",
+            &db.to_string(),
+            "--scan",
+            "--pattern",
+        ])
+        .arg(format!("{prefix}*"))
+        .output()
+        .expect("redis-cli must be installed for these tests");
+    assert!(out.status.success(), "redis-cli: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Redis store over TLS (`rediss://` trusting `session.redis_ca_file`), with a password
+/// and a database other than 0 in the URL: the whole suite passes over it, and the keys are
+/// in that database and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_over_tls_with_password_and_database_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = localhost_cert(dir.path());
+    let port = free_port();
+    let _redis = OwnRedis::start_tls(port, &cert, &key, "tls-test-pw");
+    let prefix = unique_prefix("tls");
+    let url = format!("rediss://:tls-test-pw@127.0.0.1:{port}/3");
+    let mut cfg = config(StoreKind::Redis, &url, &prefix);
+    cfg.redis_ca_file = Some(cert.clone());
+    let metrics = SessionMetrics::default();
+    let store = SessionStore::from_config(&cfg, &metrics)
+        .await
+        .expect("store");
+    store
+        .put("where", b"db 3", Duration::from_secs(30))
+        .await
+        .expect("put over TLS");
+    assert_eq!(
+        store.get("where").await.expect("get over TLS"),
+        Some(b"db 3".to_vec())
+    );
+    assert_eq!(
+        keys_in_db(port, &cert, "tls-test-pw", 3, &prefix).trim(),
+        format!("{prefix}where")
+    );
+    assert_eq!(
+        keys_in_db(port, &cert, "tls-test-pw", 0, &prefix).trim(),
+        ""
+    );
+    conformance(store, &cfg, metrics).await;
+}
+
+/// A TLS Redis whose CA is not trusted, whose password is wrong, or that is asked in plain
+/// text, is unavailable (a 503 for the request), promptly; with all right it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_is_refused_without_its_ca_or_with_a_wrong_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = localhost_cert(dir.path());
+    let port = free_port();
+    let _redis = OwnRedis::start_tls(port, &cert, &key, "tls-test-pw");
+    let prefix = unique_prefix("tls-refused");
+    let good = format!("rediss://:tls-test-pw@127.0.0.1:{port}/0");
+    let wrong_pw = format!("rediss://:not-the-pw@127.0.0.1:{port}/0");
+    let plain = format!("redis://:tls-test-pw@127.0.0.1:{port}/0");
+    for (url, ca, works) in [
+        (&good, None, false), // the system's roots do not know the test's CA
+        (&wrong_pw, Some(&cert), false),
+        (&plain, None, false), // a TLS-only port does not answer plain text
+        (&good, Some(&cert), true),
+    ] {
+        let mut cfg = config(StoreKind::Redis, url, &prefix);
+        cfg.redis_ca_file = ca.cloned();
+        let sessions = Sessions::new(&cfg, false).await.expect("lazy connect");
+        let started = std::time::Instant::now();
+        assert_eq!(
+            sessions.ready().await,
+            works,
+            "CA given: {}, URL {}",
+            ca.is_some(),
+            url.replace("tls-test-pw", "***")
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 }

@@ -65,6 +65,14 @@ pub enum Error {
         #[source]
         source: ::redis::RedisError,
     },
+    /// `session.redis_ca_file` could not be read.
+    #[error("session.redis_ca_file {}: {reason}", path.display())]
+    RedisCaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A value could not be serialised.
     #[error("session value could not be encoded")]
     Encode {

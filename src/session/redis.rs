@@ -109,13 +109,26 @@ fn millis(ttl: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Opens `session.redis_url` (`redis://`, `rediss://` when built with TLS, password and
-    /// database in the URL) without waiting for Redis to answer: operations fail with
+    /// Opens `session.redis_url` (`redis://`, or `rediss://` trusting `session.redis_ca_file`
+    /// or else the system's roots; password and database in the URL) without waiting for Redis to answer: operations fail with
     /// [`Error::Unavailable`] until it does. Starts the invalidation listener and waits
     /// briefly for its first subscription.
     pub async fn connect(cfg: &SessionConfig, metrics: &SessionMetrics) -> Result<Self, Error> {
-        let client = Client::open(cfg.redis_url.expose())
-            .map_err(|source| Error::InvalidRedisUrl { source })?;
+        let client = match &cfg.redis_ca_file {
+            None => Client::open(cfg.redis_url.expose()),
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| Error::RedisCaFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let certs = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Client::build_with_tls(cfg.redis_url.expose(), certs)
+            }
+        }
+        .map_err(|source| Error::InvalidRedisUrl { source })?;
         let op_timeout = cfg.operation_timeout;
         let connect_timeout = op_timeout.max(Duration::from_secs(1));
         let manager_cfg = ConnectionManagerConfig::new()

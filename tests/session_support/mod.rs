@@ -9,8 +9,8 @@ use samlgate::identity::Identity;
 
 #[path = "../support/local.rs"]
 mod local;
-#[allow(unused_imports)] // session_store.rs uses neither
-pub use local::{OwnRedis, free_port};
+#[allow(unused_imports)] // each test binary uses a different part
+pub use local::{OwnRedis, free_port, localhost_cert};
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef-current";
 pub const OLD_SECRET: &str = "0123456789abcdef0123456789abcdef-previous";
@@ -49,6 +49,7 @@ pub fn config(store: StoreKind, redis_url: &str, prefix: &str) -> SessionConfig 
         idle_timeout: Duration::from_secs(3600),
         store,
         redis_url: Secret::new(redis_url),
+        redis_ca_file: None,
         redis_key_prefix: prefix.to_string(),
         operation_timeout: Duration::from_millis(250),
         max_entries: 10_000,

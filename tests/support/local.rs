@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,17 +24,39 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
+        Self::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// A Redis that speaks only TLS on `port`, with `cert`/`key` (and `cert` as the CA it
+    /// would check clients against, which it does not), and `requirepass`.
+    pub fn start_tls(port: u16, cert: &Path, key: &Path, password: &str) -> Self {
+        let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+        Self::start_with(
+            port,
+            &[
                 "--port",
+                "0",
+                "--tls-port",
                 &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                cert,
+                "--tls-auth-clients",
                 "no",
-            ])
+                "--requirepass",
+                password,
+            ],
+        )
+    }
+
+    /// Starts `redis-server` with `args` and waits until `port` accepts connections.
+    fn start_with(port: u16, args: &[&str]) -> Self {
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -92,4 +115,38 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 and its key, as PEM files in
+/// `dir`; the certificate is its own CA.
+#[allow(clippy::unwrap_used)] // a test fixture: any failure is the test's
+pub fn localhost_cert(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, openssl::x509::X509) {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    let san = x509::extension::SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let (c, k) = (dir.join("up-cert.pem"), dir.join("up-key.pem"));
+    std::fs::write(&c, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (c, k, cert)
 }
