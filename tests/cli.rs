@@ -27,6 +27,11 @@ fn every_shipped_config_checks_ok() {
     assert!(checked >= 1);
 }
 
+/// `config/samlgate.toml`, the reference config every key is documented in.
+fn shipped_config() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml")).unwrap()
+}
+
 #[test]
 fn config_errors_are_collected_and_name_each_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,9 +89,7 @@ store = "postgres"
 #[test]
 fn a_redis_ca_file_needs_a_certificate_and_a_rediss_url() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml"))
-            .unwrap();
+    let shipped = shipped_config();
     let not_pem = dir.path().join("not-a-ca.pem");
     std::fs::write(&not_pem, "hello\n").unwrap();
     let (cert, _, _) = support::local::localhost_cert(dir.path());
@@ -125,9 +128,7 @@ fn a_redis_ca_file_needs_a_certificate_and_a_rediss_url() {
 #[test]
 fn misspelt_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml"))
-            .unwrap();
+    let shipped = shipped_config();
     let path = write_config(&dir, &shipped.replace("idle_timeout = ", "idle_timeuot = "));
     let (code, _, err) = run_cli(&["check", "--config", &path], &[]);
     assert_eq!(code, 2);
@@ -241,9 +242,7 @@ fn idp_metadata_without_a_signing_key_fails_check() {
         meta.replace("use=\"signing\"", "use=\"encryption\""),
     )
     .unwrap();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml"))
-            .unwrap();
+    let shipped = shipped_config();
     let path = write_config(
         &dir,
         &shipped.replace("config/idp-metadata.xml", meta_path.to_str().unwrap()),

@@ -470,15 +470,22 @@ fn keys_in_db(port: u16, ca: &std::path::Path, password: &str, db: u8, prefix: &
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A TLS-only Redis of the test's own with password `tls-test-pw`: its certificate (which is
+/// its own CA) in a temporary directory, and its port.
+fn tls_redis() -> (tempfile::TempDir, std::path::PathBuf, u16, OwnRedis) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = localhost_cert(dir.path());
+    let port = free_port();
+    let redis = OwnRedis::start_tls(port, &cert, &key, "tls-test-pw");
+    (dir, cert, port, redis)
+}
+
 /// The Redis store over TLS (`rediss://` trusting `session.redis_ca_file`), with a password
 /// and a database other than 0 in the URL: the whole suite passes over it, and the keys are
 /// in that database and no other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_over_tls_with_password_and_database_conforms() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key, _) = localhost_cert(dir.path());
-    let port = free_port();
-    let _redis = OwnRedis::start_tls(port, &cert, &key, "tls-test-pw");
+    let (_dir, cert, port, _redis) = tls_redis();
     let prefix = unique_prefix("tls");
     let url = format!("rediss://:tls-test-pw@127.0.0.1:{port}/3");
     let mut cfg = config(StoreKind::Redis, &url, &prefix);
@@ -510,10 +517,7 @@ async fn redis_store_over_tls_with_password_and_database_conforms() {
 /// text, is unavailable (a 503 for the request), promptly; with all right it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_redis_is_refused_without_its_ca_or_with_a_wrong_password() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key, _) = localhost_cert(dir.path());
-    let port = free_port();
-    let _redis = OwnRedis::start_tls(port, &cert, &key, "tls-test-pw");
+    let (_dir, cert, port, _redis) = tls_redis();
     let prefix = unique_prefix("tls-refused");
     let good = format!("rediss://:tls-test-pw@127.0.0.1:{port}/0");
     let wrong_pw = format!("rediss://:not-the-pw@127.0.0.1:{port}/0");
