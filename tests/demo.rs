@@ -179,7 +179,26 @@ async fn the_dev_idp_answers_only_the_demo_gateway() {
     };
     assert_eq!(q("RelayState").as_deref(), Some("back"));
     assert!(q("SigAlg").unwrap().ends_with("rsa-sha256"));
-    assert!(q("Signature").is_some());
+    // The signature is the IdP's, over the query's octets as sent, up to `&Signature=`
+    // (bindings §3.4.4.1).
+    let meta = String::from_utf8_lossy(&meta);
+    let cert_b64 = meta
+        .split("<ds:X509Certificate>")
+        .nth(1)
+        .and_then(|rest| rest.split("</ds:X509Certificate>").next())
+        .expect("a signing certificate in the IdP metadata");
+    let cert = openssl::x509::X509::from_der(&STANDARD.decode(cert_b64.trim()).unwrap()).unwrap();
+    let query = parsed.query().unwrap();
+    let (signed, _) = query.split_once("&Signature=").unwrap();
+    let signature = STANDARD.decode(q("Signature").unwrap()).unwrap();
+    let idp_key = cert.public_key().unwrap();
+    let mut verifier =
+        openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &idp_key).unwrap();
+    verifier.update(signed.as_bytes()).unwrap();
+    assert!(
+        verifier.verify(&signature).unwrap(),
+        "bad signature over {signed}"
+    );
     let raw = STANDARD.decode(q("SAMLResponse").unwrap()).unwrap();
     let mut xml = String::new();
     flate2::read::DeflateDecoder::new(&raw[..])

@@ -9,14 +9,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use flate2::Compression;
 use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::sign::Signer;
 
 use super::signer::{ResponseSpec, SignerError, TestIdp, new_id};
 use super::{escape, form_value, html, page, random_hex, read_body, redirect};
@@ -25,8 +21,6 @@ use crate::saml::xml_escape;
 
 /// The largest inflated AuthnRequest / LogoutRequest the dev IdP reads.
 const MAX_REQUEST_XML: u64 = 64 * 1024;
-/// RSA-SHA256 (XML-DSig more, RFC 6931 §2.3.2): the SigAlg of redirect-binding signatures.
-const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
 /// A ready-made user of the sign-in form.
 #[derive(Clone, Copy, Debug)]
@@ -391,34 +385,20 @@ impl DevIdp {
             dest = xml_escape(&self.sp_logout_url),
             issuer = xml_escape(self.idp.entity_id()),
         );
-        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
-        std::io::Write::write_all(&mut enc, xml.as_bytes())
-            .map_err(|e| SignerError::Sign(e.to_string()))?;
-        let deflated = enc.finish().map_err(|e| SignerError::Sign(e.to_string()))?;
-        // SAML bindings §3.4.4.1: sign `SAMLResponse=…&RelayState=…&SigAlg=…` as sent.
-        let mut signed = format!("SAMLResponse={}", urlencode(&STANDARD.encode(deflated)));
-        if let Some(rs) = relay_state {
-            signed.push_str(&format!("&RelayState={}", urlencode(rs)));
-        }
-        signed.push_str(&format!("&SigAlg={}", urlencode(RSA_SHA256)));
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
-        signer.update(signed.as_bytes())?;
-        let signature = STANDARD.encode(signer.sign_to_vec()?);
-        Ok(format!(
-            "{}?{signed}&Signature={}",
-            self.sp_logout_url,
-            urlencode(&signature)
-        ))
+        crate::saml::redirect_binding_url(
+            &self.sp_logout_url,
+            "SAMLResponse",
+            &xml,
+            relay_state.unwrap_or(""),
+            Some(&self.key),
+        )
+        .map_err(|e| SignerError::Sign(e.to_string()))
     }
 }
 
 /// The CSP of the IdP's own pages (forms post back to the IdP only).
 const CSP_PAGE: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 /// base64 + raw DEFLATE (SAML bindings §3.4.4.1) → XML text, bounded.
 fn inflate(value: &str) -> Result<String, String> {
@@ -466,6 +446,8 @@ pub fn parse_authn_request(value: &str) -> Result<AuthnRequestInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::Compression;
+    use flate2::write::DeflateEncoder;
 
     #[test]
     fn reads_a_redirect_binding_authn_request() {

@@ -35,7 +35,7 @@ use harden::{
 };
 pub use logout::{IdpLogoutRequest, IdpLogoutResponse, LogoutError, SloBinding, SloMessage};
 pub use metadata::{IdpMetadata, MetadataError};
-pub use request::{LoginRequest, RequestError, request_id};
+pub use request::{LoginRequest, RequestError, redirect_binding_url, request_id};
 
 /// Top-level status meaning success (SAML core §3.2.2.2).
 pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";

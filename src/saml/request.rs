@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
 use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
 use std::io::Write as _;
 use url::form_urlencoded::byte_serialize;
@@ -37,7 +38,7 @@ pub enum RequestError {
     #[error("RelayState longer than 80 bytes")]
     RelayStateTooLong,
     /// Compression or signing failed.
-    #[error("could not encode or sign the AuthnRequest")]
+    #[error("could not encode or sign the message")]
     Encode,
 }
 
@@ -101,16 +102,29 @@ pub(super) fn login_request_with_id(
     })
 }
 
-/// The HTTP-Redirect binding URL of a message (bindings §3.4.4): `xml` deflated, base64'd and
-/// URL-encoded as `param` on `endpoint`, with `RelayState` when not empty; with an SP key,
-/// `SigAlg` and `Signature` over the octets `param=..&RelayState=..&SigAlg=..` exactly as they
-/// appear, URL-encoded, in the query string (§3.4.4.1).
+/// The HTTP-Redirect binding URL of one of our messages: [`redirect_binding_url`] signed with
+/// the SP key when there is one.
 pub(super) fn redirect_url(
     saml: &Saml,
     endpoint: &str,
     param: &str,
     xml: &str,
     relay_state: &str,
+) -> Result<String, RequestError> {
+    redirect_binding_url(endpoint, param, xml, relay_state, saml.sp_key.as_ref())
+}
+
+/// The HTTP-Redirect binding URL of a message (bindings §3.4.4): `xml` deflated, base64'd and
+/// URL-encoded as `param` on `endpoint`, with `RelayState` when not empty; with a `key`,
+/// `SigAlg` (RSA-SHA256) and `Signature` over the octets `param=..&RelayState=..&SigAlg=..`
+/// exactly as they appear, URL-encoded, in the query string (§3.4.4.1). The dev IdP signs its
+/// LogoutResponses with it too.
+pub fn redirect_binding_url(
+    endpoint: &str,
+    param: &str,
+    xml: &str,
+    relay_state: &str,
+    key: Option<&PKey<Private>>,
 ) -> Result<String, RequestError> {
     let mut deflater = DeflateEncoder::new(Vec::new(), Compression::default());
     deflater
@@ -121,7 +135,7 @@ pub(super) fn redirect_url(
     if !relay_state.is_empty() {
         query.push_str(&format!("&RelayState={}", encode(relay_state)));
     }
-    if let Some(key) = &saml.sp_key {
+    if let Some(key) = key {
         query.push_str(&format!("&SigAlg={}", encode(SIG_ALG_RSA_SHA256)));
         let mut signer =
             Signer::new(MessageDigest::sha256(), key).map_err(|_| RequestError::Encode)?;
