@@ -123,11 +123,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let proxy = Proxy::new(
-            &config.upstream,
-            &config.server.trusted_proxies,
-            config.server.workers,
-        )?;
+        let proxy = Proxy::new(&config.upstream, &config.server)?;
         let identity_headers = IdentityHeaders::new(&config.headers)?;
         let jwt = config.headers.jwt.as_ref().map(Signer::new).transpose()?;
         let sp_metadata = saml::sp_metadata_from_config(&config.saml)?;
@@ -1413,7 +1409,7 @@ pub fn validate(config: &Config) -> Vec<String> {
     {
         problems.push(e.to_string());
     }
-    if let Err(e) = Proxy::new(&config.upstream, &config.server.trusted_proxies, 1) {
+    if let Err(e) = Proxy::new(&config.upstream, &config.server) {
         problems.push(e.to_string());
     }
     if let Err(e) = IdentityHeaders::new(&config.headers) {

@@ -17,9 +17,10 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, stream};
-use crate::config::UpstreamConfig;
+use crate::config::{ServerConfig, UpstreamConfig};
 
 /// Why the upstream could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub struct Proxy {
     authority_header: HeaderValue,
     base_path: String,
     request_timeout: Duration,
+    /// `server.send_timeout`: how long an HTTP/2 response may wait for its client.
+    send_timeout: Duration,
     /// Maintenance ticks an upstream connection may stay idle.
     keepalive_ticks: u64,
     preserve_host: bool,
@@ -89,11 +92,8 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 
 impl Proxy {
     /// Builds the pooled clients once (one per server worker).
-    pub fn new(
-        cfg: &UpstreamConfig,
-        trusted: &[IpNet],
-        workers: usize,
-    ) -> Result<Self, BuildError> {
+    pub fn new(cfg: &UpstreamConfig, server: &ServerConfig) -> Result<Self, BuildError> {
+        let (trusted, workers) = (&server.trusted_proxies, server.workers);
         let extra = match &cfg.ca_file {
             Some(ca) => crate::outbound::read_ca_file(ca).map_err(BuildError::CaFile)?,
             None => Vec::new(),
@@ -125,6 +125,7 @@ impl Proxy {
             authority_header,
             base_path,
             request_timeout: cfg.request_timeout,
+            send_timeout: server.send_timeout,
             // Whole ticks, rounded down: a connection is never kept idle longer than the timeout.
             keepalive_ticks: u64::try_from(
                 cfg.keepalive_timeout.as_millis() / MAINTENANCE_INTERVAL.as_millis(),
@@ -132,7 +133,7 @@ impl Proxy {
             .unwrap_or(u64::MAX)
             .max(1),
             preserve_host: cfg.preserve_host,
-            trusted: trusted.into(),
+            trusted: trusted.as_slice().into(),
         })
     }
 
@@ -156,6 +157,7 @@ impl Proxy {
         peer: Peer,
     ) -> Result<Response<Body>, ProxyError> {
         let upgrade = upgrade_protocol(&req);
+        let client_h2 = req.version() == Version::HTTP_2;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -211,10 +213,13 @@ impl Proxy {
 
         strip_hop_by_hop(resp.headers_mut());
         let (parts, body) = resp.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            stream(Returning::new(body, conn, idle.clone())),
-        ))
+        let body = Returning::new(body, conn, idle.clone());
+        let body = if client_h2 && !hyper::body::Body::is_end_stream(&body) {
+            stream(SendWatch::start(body, self.send_timeout))
+        } else {
+            stream(body)
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Sends the request on an idle keep-alive connection of this worker, or on a new one.
@@ -517,6 +522,112 @@ impl hyper::body::Body for Returning {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// An HTTP/2 response body that lets go of its upstream once its client has taken in
+/// nothing for `server.send_timeout`. Over HTTP/1 the connection's own deadline does that
+/// (a stalled write); over HTTP/2 a client can stall one stream by withholding its flow-
+/// control window while the connection stays busy, which hyper waits out forever, holding
+/// the stream's upstream connection. "Taken in" is hyper asking for more: it asks only when
+/// the stream has window for it. A watchdog task per response checks, and on a stall
+/// drops the upstream body (the dashboard sees its connection close); hyper then resets
+/// the stream on its next poll.
+struct SendWatch<B> {
+    shared: Arc<Mutex<Watched<B>>>,
+}
+
+struct Watched<B> {
+    /// `None` once the watchdog has let go of it.
+    body: Option<B>,
+    /// When hyper last asked for more.
+    asked: Instant,
+    /// Whether the last answer was a frame (the next move is the client's) rather than
+    /// `Pending` (waiting for the upstream, which is not the client's stall).
+    answered: bool,
+    /// The body has ended: nothing left to watch.
+    ended: bool,
+}
+
+impl<B> SendWatch<B>
+where
+    B: hyper::body::Body + Send + 'static,
+{
+    fn start(body: B, timeout: Duration) -> Self {
+        let shared = Arc::new(Mutex::new(Watched {
+            body: Some(body),
+            asked: Instant::now(),
+            answered: true,
+            ended: false,
+        }));
+        let watched = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut deadline = Instant::now() + timeout;
+            loop {
+                tokio::time::sleep_until(deadline).await;
+                let Some(shared) = watched.upgrade() else {
+                    return; // hyper dropped the response: nothing to hold
+                };
+                let mut w = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                if w.ended || w.body.is_none() {
+                    return;
+                }
+                if w.answered && w.asked + timeout <= Instant::now() {
+                    tracing::debug!(
+                        "client took in nothing of its HTTP/2 response; upstream dropped"
+                    );
+                    w.body = None;
+                    return;
+                }
+                deadline = w.asked.max(Instant::now()) + timeout;
+            }
+        });
+        Self { shared }
+    }
+}
+
+impl<B> hyper::body::Body for SendWatch<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut w = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(body) = w.body.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took in nothing of its response within server.send_timeout",
+            )))));
+        };
+        let polled = Pin::new(body).poll_frame(cx);
+        let ended = matches!(polled, Poll::Ready(None | Some(Err(_))))
+            || w.body
+                .as_ref()
+                .is_some_and(hyper::body::Body::is_end_stream);
+        w.asked = Instant::now();
+        w.answered = polled.is_ready();
+        w.ended = ended;
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let w = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        w.body
+            .as_ref()
+            .is_some_and(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let w = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        w.body
+            .as_ref()
+            .map_or_else(hyper::body::SizeHint::default, hyper::body::Body::size_hint)
     }
 }
 

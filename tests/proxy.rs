@@ -892,3 +892,98 @@ async fn a_slow_but_steady_reader_gets_the_whole_response() {
     assert_eq!(xs, n, "the body was cut short");
     assert!(got.ends_with(b"0\r\n\r\n"));
 }
+
+/// An HTTP/2 connection to a gateway with `server.send_timeout = "1s"` in front of `dash`.
+async fn h2_with_send_timeout_of_1s(
+    dash: &Dashboard,
+) -> (
+    gateway::Gateway,
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+) {
+    let gw = gateway_with_server(dash, "send_timeout = \"1s\"").await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    (gw, sender)
+}
+
+fn h2_get(gw: &gateway::Gateway, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("{}{path}", gw.public_url))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Over HTTP/2 a client can stall single streams by withholding their flow-control window
+/// while its connection stays busy, so no write ever waits: each stream whose client took in
+/// nothing for `server.send_timeout` lets go of its upstream (the dashboard stops sending),
+/// and ends with an error when the client reads on; the connection stays usable. Without
+/// this, the three streams hold three dashboard connections for as long as the client likes.
+#[tokio::test]
+async fn http2_streams_whose_client_withholds_window_let_go_of_the_upstream() {
+    let dash = Dashboard::start().await;
+    let (gw, mut h2) = h2_with_send_timeout_of_1s(&dash).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let resp = h2
+            .send_request(h2_get(&gw, &format!("/big?n={}", 64 << 20)))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // The body is never read, so its window never comes back.
+        held.push(resp);
+    }
+    let started = Instant::now();
+    while dash.streaming() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the dashboard was still sending {} bodies to a stalled HTTP/2 client after 10 s",
+            dash.streaming()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "let go before the timeout: {:?}",
+        started.elapsed()
+    );
+    let resp = h2.send_request(h2_get(&gw, "/static/after")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cut = held.pop().unwrap().into_body().collect().await;
+    assert!(cut.is_err(), "a stalled stream ended as if complete");
+}
+
+/// A slow but steady HTTP/2 reader, slower than `server.send_timeout` in all, gets the whole
+/// body: the timeout is between two steps the client takes, not for the whole response.
+#[tokio::test]
+async fn a_slow_but_steady_http2_reader_gets_the_whole_response() {
+    let dash = Dashboard::start().await;
+    let (gw, mut h2) = h2_with_send_timeout_of_1s(&dash).await;
+    let n = 8 << 20;
+    let resp = h2
+        .send_request(h2_get(&gw, &format!("/big?n={n}")))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut body = resp.into_body();
+    let (mut got, mut since_pause) = (0usize, 0usize);
+    while let Some(frame) = body.frame().await {
+        let len = frame.unwrap().data_ref().map_or(0, Bytes::len);
+        got += len;
+        since_pause += len;
+        if since_pause >= 512 * 1024 {
+            since_pause = 0;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    assert_eq!(got, n, "the body was cut short");
+    assert!(
+        started.elapsed() > Duration::from_millis(1100),
+        "the client was not slower than the send timeout in all: {:?}",
+        started.elapsed()
+    );
+}

@@ -30,6 +30,7 @@ pub struct Dashboard {
     pub addr: Option<SocketAddr>,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
+    streaming: Arc<AtomicUsize>,
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -47,6 +48,7 @@ impl Dashboard {
             addr: Some(addr),
             seen: Arc::default(),
             connections: Arc::default(),
+            streaming: Arc::default(),
         };
         let d = dash.clone();
         tokio::spawn(async move {
@@ -77,6 +79,12 @@ impl Dashboard {
     /// How many connections the dashboard has accepted.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many `/big` bodies are being sent right now: each counts until it is through or
+    /// its connection is gone.
+    pub fn streaming(&self) -> usize {
+        self.streaming.load(Ordering::SeqCst)
     }
 
     /// Every request seen so far.
@@ -153,6 +161,8 @@ impl Dashboard {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(1 << 20);
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
+                // Counted until hyper lets go of the body: sent, or its connection gone.
+                let counted = Counted::new(self.streaming.clone());
                 tokio::spawn(async move {
                     let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
                     let mut left = n;
@@ -164,7 +174,11 @@ impl Dashboard {
                         left -= take;
                     }
                 });
-                Response::new(StreamBody::new(tokio_stream_from(rx)).boxed())
+                let chunks =
+                    futures_util::stream::unfold((rx, counted), |(mut rx, counted)| async move {
+                        rx.recv().await.map(|v| (v, (rx, counted)))
+                    });
+                Response::new(StreamBody::new(chunks).boxed())
             }
             "/chunked" => {
                 // First chunk now, the rest only after 3 s: a proxy that buffers is caught.
@@ -215,6 +229,22 @@ impl Dashboard {
 }
 
 /// An mpsc receiver as a `Stream` without pulling in tokio-stream.
+/// One in a count, for as long as it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn tokio_stream_from<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
