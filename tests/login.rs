@@ -294,6 +294,38 @@ async fn replayed_responses_are_refused() {
     assert!(sso.dash.seen().is_empty());
 }
 
+/// The replay cache outlives a flood of sign-in starts: anyone can make the gateway keep a
+/// pending login (one unauthenticated GET each), and with the memory store bounded by
+/// `session.max_entries`, those must not push out what only a verified response writes. A
+/// response accepted before 20 times `max_entries` sign-in starts is still refused after them.
+#[tokio::test]
+async fn a_flood_of_sign_in_starts_does_not_evict_the_replay_cache() {
+    let sso = Sso::start(Opts {
+        saml: "allow_idp_initiated = true",
+        session: "max_entries = 50",
+        ..Opts::default()
+    })
+    .await;
+    let value = sso.form_value(&sso.spec(None));
+    let (resp, _) = Browser::new().post_acs(&sso.gw, &value, "").await;
+    assert_eq!(resp.status(), 303);
+    for i in 0..1000 {
+        let (resp, _) = Browser::new()
+            .get(&format!("{}/private/{i}", sso.gw.public_url))
+            .await;
+        assert_eq!(resp.status(), 302, "sign-in start {i}");
+    }
+    let (resp, body) = Browser::new().post_acs(&sso.gw, &value, "").await;
+    assert_eq!(
+        resp.status(),
+        403,
+        "replayed after the flood: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(String::from_utf8_lossy(&body).contains("already used"));
+    assert!(!sets_session(&resp));
+}
+
 #[tokio::test]
 async fn login_csrf_a_response_for_another_browsers_login_is_refused() {
     let sso = Sso::start(Opts::default()).await;

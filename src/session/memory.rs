@@ -113,6 +113,9 @@ where
 #[derive(Clone)]
 pub struct MemoryStore {
     sessions: Cache<SessionKey, Stored, KeyHash>,
+    /// Pending sign-ins and sign-outs ([`super::is_pending_key`]): anyone can fill this one.
+    pending: Cache<String, Blob>,
+    /// Everything else: the replay cache, locks, and other keys.
     blobs: Cache<String, Blob>,
     indexes: Indexes,
     session_index: SessionIndex,
@@ -133,7 +136,8 @@ fn live<V: Deadline>(v: V) -> Option<V> {
 
 impl MemoryStore {
     /// An empty store keeping at most `max_entries` sessions (least recently used go first),
-    /// and as many other entries (pending logins, replay cache, locks, index sets).
+    /// as many pending sign-ins and sign-outs, and as many other entries (replay cache, locks,
+    /// index sets).
     pub fn new(max_entries: u64, metrics: &SessionMetrics) -> Self {
         let session_index: SessionIndex = Arc::default();
         let listener_index = session_index.clone();
@@ -147,6 +151,7 @@ impl MemoryStore {
             .build_with_hasher(KeyHash);
         Self {
             sessions,
+            pending: cache(max_entries).build(),
             blobs: cache(max_entries).build(),
             indexes: Arc::default(),
             session_index,
@@ -160,12 +165,25 @@ impl MemoryStore {
         self.sessions.entry_count()
     }
 
+    /// The cache that holds `key`.
+    fn blobs(&self, key: &str) -> &Cache<String, Blob> {
+        if super::is_pending_key(key) {
+            &self.pending
+        } else {
+            &self.blobs
+        }
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.blobs.get(key).and_then(live).map(|b| b.bytes.to_vec()))
+        Ok(self
+            .blobs(key)
+            .get(key)
+            .and_then(live)
+            .map(|b| b.bytes.to_vec()))
     }
 
     pub(crate) async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        self.blobs.insert(
+        self.blobs(key).insert(
             key.to_string(),
             Blob {
                 bytes: value.into(),
@@ -176,7 +194,7 @@ impl MemoryStore {
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, Error> {
-        Ok(self.blobs.remove(key).and_then(live).is_some())
+        Ok(self.blobs(key).remove(key).and_then(live).is_some())
     }
 
     pub(crate) async fn set_nx(
@@ -186,16 +204,16 @@ impl MemoryStore {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let now = Instant::now();
-        let result =
-            self.blobs
-                .entry(key.to_string())
-                .and_compute_with(|existing| match existing {
-                    Some(e) if e.value().deadline > now => Op::Nop,
-                    _ => Op::Put(Blob {
-                        bytes: value.into(),
-                        deadline: now + ttl,
-                    }),
-                });
+        let result = self
+            .blobs(key)
+            .entry(key.to_string())
+            .and_compute_with(|existing| match existing {
+                Some(e) if e.value().deadline > now => Op::Nop,
+                _ => Op::Put(Blob {
+                    bytes: value.into(),
+                    deadline: now + ttl,
+                }),
+            });
         Ok(matches!(
             result,
             CompResult::Inserted(_) | CompResult::ReplacedWith(_)
@@ -204,7 +222,7 @@ impl MemoryStore {
 
     pub(crate) async fn getdel(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
-            .blobs
+            .blobs(key)
             .remove(key)
             .and_then(live)
             .map(|b| b.bytes.to_vec()))
@@ -212,13 +230,13 @@ impl MemoryStore {
 
     pub(crate) async fn delete_if_eq(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
         let now = Instant::now();
-        let result =
-            self.blobs
-                .entry(key.to_string())
-                .and_compute_with(|existing| match existing {
-                    Some(e) if e.value().deadline > now && &*e.value().bytes == value => Op::Remove,
-                    _ => Op::Nop,
-                });
+        let result = self
+            .blobs(key)
+            .entry(key.to_string())
+            .and_compute_with(|existing| match existing {
+                Some(e) if e.value().deadline > now && &*e.value().bytes == value => Op::Remove,
+                _ => Op::Nop,
+            });
         Ok(matches!(result, CompResult::Removed(_)))
     }
 

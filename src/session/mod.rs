@@ -188,6 +188,20 @@ impl std::fmt::Debug for LockToken {
 /// Characters of a RelayState token: base64url of 32 random bytes.
 const TOKEN_LEN: usize = 43;
 
+/// The key space of pending sign-ins (`login:<token>`).
+const LOGIN_SPACE: &str = "login";
+/// The key space of pending sign-outs (`logout:<token>`).
+const LOGOUT_SPACE: &str = "logout";
+
+/// Whether `key` is a pending sign-in or sign-out: the entries anyone can make the gateway
+/// keep, one per unauthenticated request. The memory store keeps them in a cache of their
+/// own, so that a flood of them can push out only their own kind, never the replay cache or
+/// a lock, which only a verified response or a signed-in user makes.
+pub(crate) fn is_pending_key(key: &str) -> bool {
+    key.split_once(':')
+        .is_some_and(|(space, _)| space == LOGIN_SPACE || space == LOGOUT_SPACE)
+}
+
 pub(crate) fn random_token<const N: usize>() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; N];
@@ -426,13 +440,13 @@ impl Sessions {
 
     /// Keeps `pending` for `ttl` under a new random RelayState token (256 bits, base64url).
     pub async fn begin_login(&self, pending: PendingLogin, ttl: Duration) -> Result<String, Error> {
-        self.begin("login", &pending, ttl).await
+        self.begin(LOGIN_SPACE, &pending, ttl).await
     }
 
     /// The pending login of `token`, removed as it is read: a second call gets `None`, on any
     /// replica. Tokens of the wrong shape are refused without a lookup.
     pub async fn take_login(&self, token: &str) -> Result<Option<PendingLogin>, Error> {
-        self.take("login", token).await
+        self.take(LOGIN_SPACE, token).await
     }
 
     /// Keeps `pending` for `ttl` under a new random RelayState token, like
@@ -442,12 +456,12 @@ impl Sessions {
         pending: PendingLogout,
         ttl: Duration,
     ) -> Result<String, Error> {
-        self.begin("logout", &pending, ttl).await
+        self.begin(LOGOUT_SPACE, &pending, ttl).await
     }
 
     /// The pending logout of `token`, removed as it is read (single use, any replica).
     pub async fn take_logout(&self, token: &str) -> Result<Option<PendingLogout>, Error> {
-        self.take("logout", token).await
+        self.take(LOGOUT_SPACE, token).await
     }
 
     /// Keeps `value` under `<space>:<new token>` for `ttl` and returns the token.
