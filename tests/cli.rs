@@ -319,6 +319,57 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     // Each refused request is in the access log, not in a line of its own above info.
     assert_eq!(count("request failed"), 0, "{all}");
     assert!(count("\"status\":503") >= 20, "{all}");
+    // This Redis has no memory limit, so it never evicts: no warning about it.
+    assert_eq!(count("maxmemory"), 0, "{all}");
+}
+
+/// A Redis that may evict keys (a memory limit and a policy other than `noeviction`) is named
+/// in one warning: it could drop sessions and replay-cache entries under memory pressure.
+#[tokio::test]
+async fn an_evicting_redis_is_warned_about_once() {
+    let dash = Dashboard::start().await;
+    let port = free_port();
+    let port_arg = port.to_string();
+    let redis = OwnRedis::start_with(
+        port,
+        &[
+            "--port",
+            &port_arg,
+            "--maxmemory",
+            "64mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
+    );
+    let session = format!("store = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let opts = Opts {
+        session: &session,
+        ..Opts::default()
+    };
+    let (mut served, port, _dir) =
+        serve_alone(&dash, opts, |t| t.to_string(), std::process::Stdio::piped()).await;
+    let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let login = format!("http://127.0.0.1:{port}/saml/login");
+    for _ in 0..3 {
+        assert_eq!(get(&login, &[]).await.0.status(), 302);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(terminate(served).await.code(), Some(0));
+    let lines = lines.join().unwrap();
+    let warned: Vec<&String> = lines.iter().filter(|l| l.contains("maxmemory")).collect();
+    assert_eq!(warned.len(), 1, "{}", lines.join("\n"));
+    assert!(
+        warned[0].contains("allkeys-lru") && warned[0].contains("WARN"),
+        "{}",
+        warned[0]
+    );
 }
 
 #[tokio::test]

@@ -152,6 +152,7 @@ impl RedisStore {
         let channel = format!("{}invalidate", cfg.redis_key_prefix);
         let listener = tokio::spawn(listen(
             client,
+            manager.clone(),
             channel.clone(),
             local.clone(),
             subscribed.clone(),
@@ -462,8 +463,22 @@ impl RedisStore {
 
 /// The invalidation listener: a dedicated pub/sub connection, resubscribed after every loss.
 /// Each message names a session key to evict from the in-process tier.
+/// Redis's `maxmemory-policy` when Redis may evict what samlgate wrote: a memory limit is set
+/// and the policy is not `noeviction`. `None` otherwise, and when Redis does not say (managed
+/// Redis services often refuse `CONFIG`).
+async fn evicting_policy(con: &mut ConnectionManager) -> Option<String> {
+    let config = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+    let limit: Vec<String> = config("maxmemory").query_async(con).await.ok()?;
+    if limit.get(1).is_none_or(|bytes| bytes == "0") {
+        return None;
+    }
+    let policy: Vec<String> = config("maxmemory-policy").query_async(con).await.ok()?;
+    policy.get(1).filter(|p| *p != "noeviction").cloned()
+}
+
 async fn listen(
     client: Client,
+    mut manager: ConnectionManager,
     channel: String,
     local: Option<Cache<SessionKey, SessionRecord, KeyHash>>,
     subscribed: Arc<AtomicBool>,
@@ -476,6 +491,7 @@ async fn listen(
         }
     };
     let mut backoff = Duration::from_millis(50);
+    let mut warned_policy = None;
     loop {
         let connected = tokio::time::timeout(connect_timeout, async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
@@ -490,6 +506,19 @@ async fn listen(
             clear();
             subscribed.store(true, Ordering::Release);
             tracing::debug!(channel, "session invalidation listener subscribed");
+            // Once per (re)connection: the Redis that answers now may be another one.
+            if let Ok(Some(policy)) =
+                tokio::time::timeout(connect_timeout, evicting_policy(&mut manager)).await
+                && warned_policy.as_ref() != Some(&policy)
+            {
+                tracing::warn!(
+                    maxmemory_policy = %policy,
+                    "Redis evicts keys when its maxmemory is reached: under memory pressure it may \
+                     drop sessions and replay-cache entries (every key samlgate writes has a TTL, \
+                     so volatile-* policies may pick them too); use maxmemory-policy noeviction"
+                );
+                warned_policy = Some(policy);
+            }
             let mut ping = tokio::time::interval(PUBSUB_PING_EVERY);
             ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

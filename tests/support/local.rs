@@ -52,8 +52,9 @@ impl OwnRedis {
         )
     }
 
-    /// Starts `redis-server` with `args` and waits until `port` accepts connections.
-    fn start_with(port: u16, args: &[&str]) -> Self {
+    /// Starts `redis-server` with `args` (which must make it listen on `port`) and waits until
+    /// `port` accepts connections.
+    pub fn start_with(port: u16, args: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(args)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
