@@ -280,14 +280,7 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         std::process::Stdio::piped(),
     )
     .await;
-    let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
+    let lines = stderr_lines(&mut served);
     // Starting a login writes the pending login to the store.
     let login = format!("http://127.0.0.1:{port}/saml/login");
     assert_eq!(get(&login, &[]).await.0.status(), 302, "Redis up");
@@ -323,6 +316,18 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     assert_eq!(count("maxmemory"), 0, "{all}");
 }
 
+/// Reads the piped stderr of a `serve` process on a thread of its own: its lines once it ends.
+fn stderr_lines(served: &mut Served) -> std::thread::JoinHandle<Vec<String>> {
+    let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    })
+}
+
 /// A Redis that may evict keys (a memory limit and a policy other than `noeviction`) is named
 /// in one warning: it could drop sessions and replay-cache entries under memory pressure.
 #[tokio::test]
@@ -348,14 +353,7 @@ async fn an_evicting_redis_is_warned_about_once() {
     };
     let (mut served, port, _dir) =
         serve_alone(&dash, opts, |t| t.to_string(), std::process::Stdio::piped()).await;
-    let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
+    let lines = stderr_lines(&mut served);
     let login = format!("http://127.0.0.1:{port}/saml/login");
     for _ in 0..3 {
         assert_eq!(get(&login, &[]).await.0.status(), 302);
