@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::dashboard::Dashboard;
 use support::gateway::{Opts, get, run_cli};
-use support::local::{OwnRedis, free_port};
+use support::local::{OwnRedis, free_port, redis_cli};
 use support::process::{Served, config_on_ports, serve, terminate, write_config};
 
 #[test]
@@ -173,19 +173,19 @@ async fn serve_alone(
     opts: Opts<'_>,
     edit: impl Fn(String) -> String,
     stderr: std::process::Stdio,
-) -> (Served, u16, tempfile::TempDir) {
+) -> (Served, u16, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let public_url = format!("http://127.0.0.1:{port}");
     let text = edit(config_on_ports(&public_url, port, admin, &dash.url(), opts));
     let path = write_config(&dir, &text);
-    (serve(&path, admin, stderr).await, port, dir)
+    (serve(&path, admin, stderr).await, port, admin, dir)
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dash = Dashboard::start().await;
-    let (child, port, _dir) = serve_alone(
+    let (child, port, _admin, _dir) = serve_alone(
         &dash,
         Opts::default(),
         |t| t.replace("request_timeout = \"2s\"", "request_timeout = \"10s\""),
@@ -264,23 +264,7 @@ fn idp_metadata_without_a_signing_key_fails_check() {
 async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let dash = Dashboard::start().await;
     let mut redis = OwnRedis::start(free_port());
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\noperation_timeout = \"250ms\"",
-        redis.url()
-    );
-    let opts = Opts {
-        session: &session,
-        ..Opts::default()
-    };
-    // Info, so that the line saying the store answers again is there to count.
-    let (mut served, port, _dir) = serve_alone(
-        &dash,
-        opts,
-        |t| t.replace("level = \"warn\"", "level = \"info\""),
-        std::process::Stdio::piped(),
-    )
-    .await;
-    let lines = stderr_lines(&mut served);
+    let (served, port, _admin, _dir, lines) = serve_on_redis(&dash, &redis.url()).await;
     // Starting a login writes the pending login to the store.
     let login = format!("http://127.0.0.1:{port}/saml/login");
     assert_eq!(get(&login, &[]).await.0.status(), 302, "Redis up");
@@ -316,6 +300,68 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     assert_eq!(count("maxmemory"), 0, "{all}");
 }
 
+/// A Redis that answers but refuses writes (out of memory under `noeviction`) is not an
+/// outage that comes and goes with every request: each request that needs a write gets a 503,
+/// reads and `/readyz` go on working, and the logs say so in one warning naming Redis's
+/// reason, not a pair of "unavailable" / "answers again" lines per request.
+#[tokio::test]
+async fn a_redis_that_refuses_writes_is_one_warning_not_an_outage_per_request() {
+    let dash = Dashboard::start().await;
+    let redis = OwnRedis::start(free_port());
+    let (served, port, admin, _dir, lines) = serve_on_redis(&dash, &redis.url()).await;
+    let login = format!("http://127.0.0.1:{port}/saml/login");
+    assert_eq!(get(&login, &[]).await.0.status(), 302, "Redis with room");
+    redis_cli(redis.port, &["CONFIG", "SET", "maxmemory", "1"]);
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    for _ in 0..10 {
+        assert_eq!(get(&login, &[]).await.0.status(), 503, "Redis full");
+        assert_eq!(get(&readyz, &[]).await.0.status(), 200, "Redis answers");
+    }
+    redis_cli(redis.port, &["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(
+        get(&login, &[]).await.0.status(),
+        302,
+        "Redis with room again"
+    );
+    assert_eq!(terminate(served).await.code(), Some(0));
+    let lines = lines.join().unwrap();
+    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    let all = lines.join("\n");
+    assert_eq!(count("session store unavailable"), 0, "{all}");
+    assert_eq!(count("session store answers again"), 0, "{all}");
+    assert_eq!(count("session store refuses"), 1, "{all}");
+    assert!(all.contains("OOM"), "{all}");
+}
+
+/// A `serve` process on the Redis at `redis_url` (operation timeout 250 ms), logging at info
+/// (so that lines saying the store answers again are there to count), its stderr collected.
+async fn serve_on_redis(
+    dash: &Dashboard,
+    redis_url: &str,
+) -> (
+    Served,
+    u16,
+    u16,
+    tempfile::TempDir,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let session =
+        format!("store = \"redis\"\nredis_url = \"{redis_url}\"\noperation_timeout = \"250ms\"");
+    let opts = Opts {
+        session: &session,
+        ..Opts::default()
+    };
+    let (mut served, port, admin, dir) = serve_alone(
+        dash,
+        opts,
+        |t| t.replace("level = \"warn\"", "level = \"info\""),
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let lines = stderr_lines(&mut served);
+    (served, port, admin, dir, lines)
+}
+
 /// Reads the piped stderr of a `serve` process on a thread of its own: its lines once it ends.
 fn stderr_lines(served: &mut Served) -> std::thread::JoinHandle<Vec<String>> {
     let stderr = served.0.as_mut().unwrap().stderr.take().unwrap();
@@ -346,14 +392,7 @@ async fn an_evicting_redis_is_warned_about_once() {
             "allkeys-lru",
         ],
     );
-    let session = format!("store = \"redis\"\nredis_url = \"{}\"", redis.url());
-    let opts = Opts {
-        session: &session,
-        ..Opts::default()
-    };
-    let (mut served, port, _dir) =
-        serve_alone(&dash, opts, |t| t.to_string(), std::process::Stdio::piped()).await;
-    let lines = stderr_lines(&mut served);
+    let (served, port, _admin, _dir, lines) = serve_on_redis(&dash, &redis.url()).await;
     let login = format!("http://127.0.0.1:{port}/saml/login");
     for _ in 0..3 {
         assert_eq!(get(&login, &[]).await.0.status(), 302);
@@ -373,7 +412,7 @@ async fn an_evicting_redis_is_warned_about_once() {
 #[tokio::test]
 async fn a_closed_log_pipe_stops_neither_serving_nor_shutdown() {
     let dash = Dashboard::start().await;
-    let (mut served, port, _dir) = serve_alone(
+    let (mut served, port, _admin, _dir) = serve_alone(
         &dash,
         Opts::default(),
         |t| t.replace("level = \"warn\"", "level = \"info\""),

@@ -790,3 +790,79 @@ async fn rediss_urls_are_accepted_and_tls_failures_are_unavailable() {
     assert!(!sessions.ready().await);
     assert!(start.elapsed() < Duration::from_millis(600));
 }
+
+/// A TCP forwarder on 127.0.0.1 that sends each new connection to the port in `target`, as a
+/// DNS name or a proxy in front of a primary does: connections made before a switch stay on
+/// the old node.
+async fn forwarder(target: std::sync::Arc<std::sync::atomic::AtomicU16>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let to = target.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut node) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A failover behind one address (a DNS name or a proxy, as managed Redis services give):
+/// the old primary, now a replica, answers every write with READONLY on the connection that
+/// stays open to it. The store then reconnects and finds the new primary, instead of refusing
+/// writes until that connection happens to drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_behind_one_address_writes_reach_the_new_primary() {
+    let old = OwnRedis::start(free_port());
+    let new = OwnRedis::start(free_port());
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(old.port));
+    let port = forwarder(target.clone()).await;
+    let cfg = config(
+        StoreKind::Redis,
+        &format!("redis://127.0.0.1:{port}/0"),
+        &unique_prefix("failover"),
+    );
+    let sessions = Sessions::new(&cfg, false).await.expect("sessions");
+    let pending = samlgate::session::PendingLogin {
+        request_id: "_req".into(),
+        return_to: "/".into(),
+        binding: "h".into(),
+    };
+    sessions
+        .begin_login(pending.clone(), Duration::from_secs(60))
+        .await
+        .expect("a write before the failover");
+    // The failover: the old primary follows the new one; the address now leads there.
+    redis_cli(old.port, &["REPLICAOF", "127.0.0.1", &new.port.to_string()]);
+    target.store(new.port, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let mut refused = 0;
+    let token = loop {
+        match sessions
+            .begin_login(pending.clone(), Duration::from_secs(60))
+            .await
+        {
+            Ok(token) => break token,
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                refused += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "writes still refused 5 s after the failover ({refused} tries)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused >= 1,
+        "the old connection was never refused: no failover seen"
+    );
+    let key = format!("{}login:{token}", cfg.redis_key_prefix);
+    assert_eq!(redis_cli(new.port, &["EXISTS", &key]), "1");
+}

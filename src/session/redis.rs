@@ -11,14 +11,15 @@
 //!   replica is honoured here as soon as its message arrives; should a message be lost in a
 //!   half-open connection, `local_ttl` bounds the staleness.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use moka::sync::Cache;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisResult, Script};
+use redis::{Client, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use tokio::time::Instant;
 
 use super::metrics::SessionMetrics;
 use super::store::{Instruments, Read, SessionKey, SessionRecord, hex, session_key_from_hex};
@@ -56,6 +57,10 @@ return 1";
 const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
 /// How long `connect` waits for the first subscription before it lets start-up continue.
 const FIRST_SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+/// Refusals (error replies) are logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// The connection is replaced at most this often when Redis says it is a read-only replica.
+const REPLACE_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// Aborts the pub/sub listener when the last clone of the store goes away.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -67,7 +72,14 @@ impl Drop for AbortOnDrop {
 }
 
 struct Inner {
-    manager: ConnectionManager,
+    /// The connection; replaced when the node behind it turns out to be a read-only replica.
+    manager: Arc<RwLock<ConnectionManager>>,
+    client: Client,
+    manager_cfg: ConnectionManagerConfig,
+    /// When the connection was last replaced.
+    replaced: Mutex<Option<Instant>>,
+    /// When a refusal was last logged.
+    refusal_logged: Mutex<Option<Instant>>,
     prefix: String,
     channel: String,
     op_timeout: Duration,
@@ -139,8 +151,9 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone())
             .map_err(|source| Error::InvalidRedisUrl { source })?;
+        let manager = Arc::new(RwLock::new(manager));
         let local = (!cfg.local_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(cfg.max_entries)
@@ -151,7 +164,7 @@ impl RedisStore {
         let generation = Arc::new(AtomicU64::new(0));
         let channel = format!("{}invalidate", cfg.redis_key_prefix);
         let listener = tokio::spawn(listen(
-            client,
+            client.clone(),
             manager.clone(),
             channel.clone(),
             local.clone(),
@@ -162,6 +175,10 @@ impl RedisStore {
         let store = Self {
             inner: Arc::new(Inner {
                 manager,
+                client,
+                manager_cfg,
+                replaced: Mutex::new(None),
+                refusal_logged: Mutex::new(None),
                 prefix: cfg.redis_key_prefix.clone(),
                 channel,
                 op_timeout,
@@ -210,9 +227,23 @@ impl RedisStore {
                 }
                 return Ok(value);
             }
-            Ok(Err(e)) => StoreFault::Redis(e),
-            Err(_) => StoreFault::Timeout(self.inner.op_timeout),
+            Ok(Err(e)) if is_refusal(&e) => {
+                // Redis is up and said no: not an outage (reads may well go on working).
+                self.refused(operation, &e);
+                StoreFault::Redis(e)
+            }
+            Ok(Err(e)) => self.unavailable(operation, StoreFault::Redis(e)),
+            Err(_) => self.unavailable(operation, StoreFault::Timeout(self.inner.op_timeout)),
         };
+        Err(Error::Unavailable {
+            backend: "redis",
+            operation,
+            fault,
+        })
+    }
+
+    /// Logs the start of an outage (once per state change) and passes its fault on.
+    fn unavailable(&self, operation: &'static str, fault: StoreFault) -> StoreFault {
         if self.inner.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 backend = "redis",
@@ -221,15 +252,67 @@ impl RedisStore {
                 "session store unavailable; requests that need it get 503 until it answers"
             );
         }
-        Err(Error::Unavailable {
-            backend: "redis",
-            operation,
-            fault,
-        })
+        fault
+    }
+
+    /// An error reply: logged at most once per [`REFUSAL_LOG_EVERY`]; `READONLY` (the node
+    /// was demoted to a replica in a failover behind a DNS name or proxy) replaces the
+    /// connection, which the connection manager would keep otherwise.
+    fn refused(&self, operation: &'static str, e: &RedisError) {
+        let now = Instant::now();
+        {
+            let mut logged = self
+                .inner
+                .refusal_logged
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if logged.is_none_or(|at| now >= at + REFUSAL_LOG_EVERY) {
+                *logged = Some(now);
+                tracing::warn!(
+                    backend = "redis",
+                    operation,
+                    error = %e,
+                    "session store refuses commands; requests that need them get 503 (logged at most once a minute)"
+                );
+            }
+        }
+        if e.kind() != ErrorKind::Server(ServerErrorKind::ReadOnly) {
+            return;
+        }
+        let mut replaced = self
+            .inner
+            .replaced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if replaced.is_some_and(|at| now < at + REPLACE_AT_MOST_EVERY) {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(
+            self.inner.client.clone(),
+            self.inner.manager_cfg.clone(),
+        ) {
+            Ok(fresh) => {
+                *replaced = Some(now);
+                *self
+                    .inner
+                    .manager
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = fresh;
+                tracing::warn!(
+                    backend = "redis",
+                    "Redis answered READONLY (a replica): reconnecting to find the primary"
+                );
+            }
+            Err(e) => tracing::warn!(backend = "redis", error = %e, "cannot reconnect to Redis"),
+        }
     }
 
     fn con(&self) -> ConnectionManager {
-        self.inner.manager.clone()
+        self.inner
+            .manager
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn remember(&self, key: &SessionKey, record: &SessionRecord, generation: u64) {
@@ -463,6 +546,22 @@ impl RedisStore {
 
 /// The invalidation listener: a dedicated pub/sub connection, resubscribed after every loss.
 /// Each message names a session key to evict from the in-process tier.
+/// Whether Redis answered with an error reply (it is up, and refused this command) rather
+/// than not answering, or answering that it cannot serve yet (loading, no primary).
+fn is_refusal(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Extension => true,
+        ErrorKind::Server(kind) => !matches!(
+            kind,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::TryAgain
+        ),
+        _ => false,
+    }
+}
+
 /// Redis's `maxmemory-policy` when Redis may evict what samlgate wrote: a memory limit is set
 /// and the policy is not `noeviction`. `None` otherwise, and when Redis does not say (managed
 /// Redis services often refuse `CONFIG`).
@@ -478,7 +577,7 @@ async fn evicting_policy(con: &mut ConnectionManager) -> Option<String> {
 
 async fn listen(
     client: Client,
-    mut manager: ConnectionManager,
+    manager: Arc<RwLock<ConnectionManager>>,
     channel: String,
     local: Option<Cache<SessionKey, SessionRecord, KeyHash>>,
     subscribed: Arc<AtomicBool>,
@@ -507,8 +606,12 @@ async fn listen(
             subscribed.store(true, Ordering::Release);
             tracing::debug!(channel, "session invalidation listener subscribed");
             // Once per (re)connection: the Redis that answers now may be another one.
+            let mut con = manager
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             if let Ok(Some(policy)) =
-                tokio::time::timeout(connect_timeout, evicting_policy(&mut manager)).await
+                tokio::time::timeout(connect_timeout, evicting_policy(&mut con)).await
                 && warned_policy.as_ref() != Some(&policy)
             {
                 tracing::warn!(

@@ -10,7 +10,7 @@ use samlgate::identity::Identity;
 #[path = "../support/local.rs"]
 mod local;
 #[allow(unused_imports)] // each test binary uses a different part
-pub use local::{OwnRedis, free_port, localhost_cert};
+pub use local::{OwnRedis, free_port, localhost_cert, redis_cli};
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef-current";
 pub const OLD_SECRET: &str = "0123456789abcdef0123456789abcdef-previous";

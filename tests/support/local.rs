@@ -118,6 +118,17 @@ impl Drop for OwnRedis {
     }
 }
 
+/// `redis-cli -p port args…` against a Redis of the test's own: its output, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed for these tests");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A self-signed certificate for `localhost` and 127.0.0.1 and its key, as PEM files in
 /// `dir`; the certificate is its own CA.
 #[allow(clippy::unwrap_used)] // a test fixture: any failure is the test's
