@@ -251,27 +251,40 @@ async fn http2_prior_knowledge_client() {
     );
 }
 
-#[tokio::test]
-async fn tls_listener_serves_h2_and_http11() {
-    let dash = Dashboard::start().await;
+/// A gateway with `[server.tls]` (a self-signed `localhost` certificate) and `server` lines
+/// in front of `dash`, and the roots a client needs to trust it.
+async fn tls_gateway(
+    dash: &Dashboard,
+    server: &str,
+) -> (gateway::Gateway, rustls::RootCertStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path, cert) = local::localhost_cert(dir.path());
-    let toml = gateway::base_toml("{public_url}", &dash.url(), "").replace(
-        "shutdown_grace = \"5s\"\n",
-        &format!(
-            "shutdown_grace = \"5s\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            cert_path.display(),
-            key_path.display()
-        ),
+    let toml = gateway::toml(
+        "{public_url}",
+        &dash.url(),
+        gateway::Opts {
+            server,
+            ..gateway::Opts::default()
+        },
+    ) + &format!(
+        "\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
     );
     let gw = gateway::start_toml(&toml).await;
-
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from(
             cert.to_der().unwrap(),
         ))
         .unwrap();
+    (gw, roots, dir)
+}
+
+#[tokio::test]
+async fn tls_listener_serves_h2_and_http11() {
+    let dash = Dashboard::start().await;
+    let (gw, roots, _dir) = tls_gateway(&dash, "").await;
     for (alpn, want) in [
         (b"h2".to_vec(), http::Version::HTTP_2),
         (b"http/1.1".to_vec(), http::Version::HTTP_11),
@@ -820,6 +833,24 @@ async fn request_big_with_send_timeout_of_1s(
     (gw, s)
 }
 
+/// Waits until the dashboard has seen the request and the gateway has closed every client
+/// connection, which must take about the tests' 1 s send timeout.
+async fn wait_until_cut_off_after_about_1s(dash: &Dashboard, gw: &gateway::Gateway, who: &str) {
+    let started = Instant::now();
+    while dash.seen().is_empty() || gauge(gw, "samlgate_connections_open").await != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{who} was still being served after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "cut off before the timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 /// A client that stops reading its response is cut off after `server.send_timeout`: its
 /// connection is closed (and its upstream request dropped with it) long before the body is
 /// through. Without the timeout it stays open for as long as the client likes, holding a
@@ -829,19 +860,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     let dash = Dashboard::start().await;
     let n = 64 << 20;
     let (gw, mut s) = request_big_with_send_timeout_of_1s(&dash, n, 16 * 1024).await;
-    let started = Instant::now();
-    while dash.seen().is_empty() || gauge(&gw, "samlgate_connections_open").await != 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "a client that reads nothing was still being served after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "cut off before the timeout: {:?}",
-        started.elapsed()
-    );
+    wait_until_cut_off_after_about_1s(&dash, &gw, "a client that reads nothing").await;
     // What the kernel's buffers held arrives; then the connection ends (EOF or reset).
     let mut got = 0usize;
     let mut chunk = vec![0u8; 256 * 1024];
@@ -855,6 +874,35 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
         }
     }
     assert!(got < n / 2, "{got} of {n} bytes arrived after the cut-off");
+}
+
+/// The send timeout holds under TLS too, where a write first goes into rustls's buffer: a
+/// client that stops reading is cut off once that buffer is full and the socket waits.
+#[tokio::test]
+async fn a_tls_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let dash = Dashboard::start().await;
+    let (gw, roots, _dir) = tls_gateway(&dash, "send_timeout = \"1s\"").await;
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(
+        format!(
+            "GET /big?n={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            64 << 20
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    wait_until_cut_off_after_about_1s(&dash, &gw, "a TLS client that reads nothing").await;
+    drop(tls);
 }
 
 /// The send timeout is between two writes, not for the whole response: a client that reads
