@@ -6,6 +6,9 @@
 //!   outlives its deadline, even if this process dies mid-operation;
 //! - every operation is bounded by `session.operation_timeout`; past it the caller gets
 //!   [`Error::Unavailable`] and the connection manager keeps reconnecting in the background;
+//! - an error reply (Redis is up and refused the command, `OOM` say) fails the operation but
+//!   is not an outage; `READONLY` (a primary demoted behind the same address) replaces the
+//!   connection;
 //! - the in-process tier answers only while this replica is subscribed to the invalidation
 //!   channel, and is emptied whenever the subscription is (re)established, so a logout on any
 //!   replica is honoured here as soon as its message arrives; should a message be lost in a
@@ -122,9 +125,9 @@ fn millis(ttl: Duration) -> u64 {
 
 impl RedisStore {
     /// Opens `session.redis_url` (`redis://`, or `rediss://` trusting `session.redis_ca_file`
-    /// or else the system's roots; password and database in the URL) without waiting for Redis to answer: operations fail with
-    /// [`Error::Unavailable`] until it does. Starts the invalidation listener and waits
-    /// briefly for its first subscription.
+    /// or else the system's roots; password and database in the URL) without waiting for
+    /// Redis to answer: operations fail with [`Error::Unavailable`] until it does. Starts the
+    /// invalidation listener and waits briefly for its first subscription.
     pub async fn connect(cfg: &SessionConfig, metrics: &SessionMetrics) -> Result<Self, Error> {
         let client = match &cfg.redis_ca_file {
             None => Client::open(cfg.redis_url.expose()),
