@@ -323,6 +323,13 @@ async fn a_redis_that_refuses_writes_is_one_warning_not_an_outage_per_request() 
         302,
         "Redis with room again"
     );
+    // The refusals are counted apart from outages.
+    let (_, metrics) = get(&format!("http://127.0.0.1:{admin}/metrics"), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("samlgate_session_store_refusals_total 10\n"),
+        "{metrics}"
+    );
     assert_eq!(terminate(served).await.code(), Some(0));
     let lines = lines.join().unwrap();
     let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();

@@ -1,4 +1,5 @@
-//! Session metrics: sessions created and destroyed, store latency and errors by backend, and
+//! Session metrics: sessions created and destroyed, store latency and errors by backend (and
+//! Redis's refusals among them), and
 //! the Redis store's local-tier hits and misses.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -31,6 +32,9 @@ pub struct SessionMetrics {
     pub store_latency: Family<BackendLabels, Histogram, fn() -> Histogram>,
     /// Store operations that failed or timed out, by backend.
     pub store_errors: Family<BackendLabels, Counter>,
+    /// Of those, the commands Redis answered with an error reply (`OOM`, `READONLY`…): Redis
+    /// was up but refused them.
+    pub store_refusals: Counter,
     /// Sessions served from the Redis store's in-process tier.
     pub local_hits: Counter,
     /// Session lookups the in-process tier could not answer (went to Redis).
@@ -44,6 +48,7 @@ impl Default for SessionMetrics {
             destroyed: Counter::default(),
             store_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             store_errors: Family::default(),
+            store_refusals: Counter::default(),
             local_hits: Counter::default(),
             local_misses: Counter::default(),
         }
@@ -72,6 +77,11 @@ impl SessionMetrics {
             "samlgate_session_store_errors",
             "Session store operations that failed or timed out",
             self.store_errors.clone(),
+        );
+        registry.register(
+            "samlgate_session_store_refusals",
+            "Session store commands Redis answered with an error (OOM, READONLY...): up, but refusing",
+            self.store_refusals.clone(),
         );
         registry.register(
             "samlgate_session_local_tier_hits",

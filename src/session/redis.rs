@@ -262,6 +262,7 @@ impl RedisStore {
     /// was demoted to a replica in a failover behind a DNS name or proxy) replaces the
     /// connection, which the connection manager would keep otherwise.
     fn refused(&self, operation: &'static str, e: &RedisError) {
+        self.inner.metrics.store_refusals.inc();
         let now = Instant::now();
         {
             let mut logged = self
