@@ -16,10 +16,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A redis-server of our own, killed on drop (never the shared one).
+/// A redis-server of our own, killed on drop (never the shared one). Its working directory is
+/// a temporary one: a replica's full sync writes an RDB file there, not into the repository.
 pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
+    _dir: tempfile::TempDir,
 }
 
 impl OwnRedis {
@@ -55,9 +57,12 @@ impl OwnRedis {
     /// Starts `redis-server` with `args` (which must make it listen on `port`) and waits until
     /// `port` accepts connections.
     pub fn start_with(port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a working directory for redis-server");
         let child = Command::new("redis-server")
             .args(args)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -73,6 +78,7 @@ impl OwnRedis {
         Self {
             port,
             child: Some(child),
+            _dir: dir,
         }
     }
 
