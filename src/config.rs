@@ -1447,25 +1447,20 @@ impl Validator {
             }
         }
         let redis_ca_file = raw.redis_ca_file.map(|f| {
-            let p = self.existing_file("session.redis_ca_file", &f);
             if store == StoreKind::Redis && !redis_url.expose().starts_with("rediss://") {
                 self.problem(
                     "session.redis_ca_file",
                     "set, but session.redis_url is not rediss:// (TLS): Redis would be reached without TLS",
                 );
             }
-            if p.exists() {
-                match crate::outbound::read_ca_file(&p) {
-                    Ok(certs) if !certs.is_empty() => {}
-                    Ok(_) => self.problem(
-                        "session.redis_ca_file",
-                        format_args!("{}: no PEM certificate in it", p.display()),
-                    ),
-                    Err(e) => self.problem(
-                        "session.redis_ca_file",
-                        format_args!("{}: {e}", p.display()),
-                    ),
-                }
+            let p = self.path(&f);
+            let why = match crate::outbound::read_ca_file(&p) {
+                Ok(certs) if !certs.is_empty() => None,
+                Ok(_) => Some("no PEM certificate in it".to_string()),
+                Err(e) => Some(e),
+            };
+            if let Some(why) = why {
+                self.problem("session.redis_ca_file", format_args!("{}: {why}", p.display()));
             }
             p
         });

@@ -600,10 +600,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut w = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(body) = w.body.as_mut() else {
-            return Poll::Ready(Some(Err(Box::new(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client took in nothing of its response within server.send_timeout",
-            )))));
+            return Poll::Ready(Some(Err(Box::new(crate::server::client_stalled()))));
         };
         let polled = Pin::new(body).poll_frame(cx);
         let ended = matches!(polled, Poll::Ready(None | Some(Err(_))))

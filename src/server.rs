@@ -331,25 +331,28 @@ impl<T: AsyncWrite> SendDeadline<T> {
             *this.armed = false;
             return polled;
         }
+        let timeout = *this.timeout;
+        let sleep = this
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if !*this.armed {
-            let deadline = Instant::now() + *this.timeout;
-            match this.stalled {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => *this.stalled = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+            sleep.as_mut().reset(Instant::now() + timeout);
             *this.armed = true;
         }
-        let Some(sleep) = this.stalled else {
-            return Poll::Pending;
-        };
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client took in nothing of its response within server.send_timeout",
-            ))),
+            Poll::Ready(()) => Poll::Ready(Err(client_stalled())),
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// The error that ends the response of a client that took in nothing of it for
+/// `server.send_timeout` (a stalled connection here, a stalled HTTP/2 stream in the proxy).
+pub(crate) fn client_stalled() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the client took in nothing of its response within server.send_timeout",
+    )
 }
 
 impl<T: AsyncRead> AsyncRead for SendDeadline<T> {

@@ -287,10 +287,8 @@ async fn a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         assert_eq!(get(&login, &[]).await.0.status(), 302, "Redis up again");
     }
 
-    assert_eq!(terminate(served).await.code(), Some(0));
-    let lines = lines.join().unwrap();
-    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
-    let all = lines.join("\n");
+    let log = stop(served, lines).await;
+    let (count, all) = (|what: &str| log.count(what), log.all());
     assert_eq!(count("session store unavailable"), 1, "{all}");
     assert_eq!(count("session store answers again"), 1, "{all}");
     // Each refused request is in the access log, not in a line of its own above info.
@@ -330,10 +328,8 @@ async fn a_redis_that_refuses_writes_is_one_warning_not_an_outage_per_request() 
         metrics.contains("samlgate_session_store_refusals_total 10\n"),
         "{metrics}"
     );
-    assert_eq!(terminate(served).await.code(), Some(0));
-    let lines = lines.join().unwrap();
-    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
-    let all = lines.join("\n");
+    let log = stop(served, lines).await;
+    let (count, all) = (|what: &str| log.count(what), log.all());
     assert_eq!(count("session store unavailable"), 0, "{all}");
     assert_eq!(count("session store answers again"), 0, "{all}");
     assert_eq!(count("session store refuses"), 1, "{all}");
@@ -367,6 +363,26 @@ async fn serve_on_redis(
     .await;
     let lines = stderr_lines(&mut served);
     (served, port, admin, dir, lines)
+}
+
+/// What a `serve` process logged, read after it stopped.
+struct Log(Vec<String>);
+
+impl Log {
+    /// Lines that contain `what`.
+    fn count(&self, what: &str) -> usize {
+        self.0.iter().filter(|l| l.contains(what)).count()
+    }
+
+    fn all(&self) -> String {
+        self.0.join("\n")
+    }
+}
+
+/// Stops a `serve` process with SIGTERM (it must exit 0) and returns what it logged.
+async fn stop(served: Served, lines: std::thread::JoinHandle<Vec<String>>) -> Log {
+    assert_eq!(terminate(served).await.code(), Some(0));
+    Log(lines.join().unwrap())
 }
 
 /// Reads the piped stderr of a `serve` process on a thread of its own: its lines once it ends.
@@ -405,10 +421,9 @@ async fn an_evicting_redis_is_warned_about_once() {
         assert_eq!(get(&login, &[]).await.0.status(), 302);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(terminate(served).await.code(), Some(0));
-    let lines = lines.join().unwrap();
-    let warned: Vec<&String> = lines.iter().filter(|l| l.contains("maxmemory")).collect();
-    assert_eq!(warned.len(), 1, "{}", lines.join("\n"));
+    let log = stop(served, lines).await;
+    let warned: Vec<&String> = log.0.iter().filter(|l| l.contains("maxmemory")).collect();
+    assert_eq!(warned.len(), 1, "{}", log.all());
     assert!(
         warned[0].contains("allkeys-lru") && warned[0].contains("WARN"),
         "{}",

@@ -267,6 +267,14 @@ async fn idp_initiated_login_only_when_allowed_and_relay_state_only_as_local_pat
     assert!(!sets_session(&resp));
 }
 
+/// A fresh unsolicited response, accepted once (303): the form value to replay.
+async fn accepted_unsolicited_response(sso: &Sso) -> String {
+    let value = sso.form_value(&sso.spec(None));
+    let (resp, _) = Browser::new().post_acs(&sso.gw, &value, "").await;
+    assert_eq!(resp.status(), 303);
+    value
+}
+
 #[tokio::test]
 async fn replayed_responses_are_refused() {
     let sso = Sso::start(Opts {
@@ -274,9 +282,7 @@ async fn replayed_responses_are_refused() {
         ..Opts::default()
     })
     .await;
-    let value = sso.form_value(&sso.spec(None));
-    let (resp, _) = Browser::new().post_acs(&sso.gw, &value, "").await;
-    assert_eq!(resp.status(), 303);
+    let value = accepted_unsolicited_response(&sso).await;
     let (resp, body) = Browser::new().post_acs(&sso.gw, &value, "").await;
     assert_eq!(resp.status(), 403);
     assert!(String::from_utf8_lossy(&body).contains("already used"));
@@ -306,9 +312,7 @@ async fn a_flood_of_sign_in_starts_does_not_evict_the_replay_cache() {
         ..Opts::default()
     })
     .await;
-    let value = sso.form_value(&sso.spec(None));
-    let (resp, _) = Browser::new().post_acs(&sso.gw, &value, "").await;
-    assert_eq!(resp.status(), 303);
+    let value = accepted_unsolicited_response(&sso).await;
     for i in 0..1000 {
         let (resp, _) = Browser::new()
             .get(&format!("{}/private/{i}", sso.gw.public_url))

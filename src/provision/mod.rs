@@ -4,9 +4,9 @@
 //! (Redis) across replicas, and a circuit breaker in front of the admin API.
 //!
 //! The order of one resolve (CONTRACT.md, "Just-in-time provisioning over SCIM 2.0"):
-//! email? → known-user cache → (single flight per userName) → breaker → shared-store lock → lookup →
-//! found: active? (sync_on_login: PUT) / absent: enabled? domain allowed? → create → 409: look
-//! up again → unlock → cache → audit.
+//! email? → known-user cache → (single flight per userName) → breaker → shared-store lock →
+//! lookup → found: active? (sync_on_login: PUT) / absent: enabled? domain allowed? → create →
+//! 409: look up again → unlock → cache → audit.
 
 mod scim;
 

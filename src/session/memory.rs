@@ -166,7 +166,7 @@ impl MemoryStore {
     }
 
     /// The cache that holds `key`.
-    fn blobs(&self, key: &str) -> &Cache<String, Blob> {
+    fn cache_for(&self, key: &str) -> &Cache<String, Blob> {
         if super::is_pending_key(key) {
             &self.pending
         } else {
@@ -176,14 +176,14 @@ impl MemoryStore {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
-            .blobs(key)
+            .cache_for(key)
             .get(key)
             .and_then(live)
             .map(|b| b.bytes.to_vec()))
     }
 
     pub(crate) async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        self.blobs(key).insert(
+        self.cache_for(key).insert(
             key.to_string(),
             Blob {
                 bytes: value.into(),
@@ -194,7 +194,7 @@ impl MemoryStore {
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, Error> {
-        Ok(self.blobs(key).remove(key).and_then(live).is_some())
+        Ok(self.cache_for(key).remove(key).and_then(live).is_some())
     }
 
     pub(crate) async fn set_nx(
@@ -205,7 +205,7 @@ impl MemoryStore {
     ) -> Result<bool, Error> {
         let now = Instant::now();
         let result = self
-            .blobs(key)
+            .cache_for(key)
             .entry(key.to_string())
             .and_compute_with(|existing| match existing {
                 Some(e) if e.value().deadline > now => Op::Nop,
@@ -222,7 +222,7 @@ impl MemoryStore {
 
     pub(crate) async fn getdel(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
-            .blobs(key)
+            .cache_for(key)
             .remove(key)
             .and_then(live)
             .map(|b| b.bytes.to_vec()))
@@ -231,7 +231,7 @@ impl MemoryStore {
     pub(crate) async fn delete_if_eq(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
         let now = Instant::now();
         let result = self
-            .blobs(key)
+            .cache_for(key)
             .entry(key.to_string())
             .and_compute_with(|existing| match existing {
                 Some(e) if e.value().deadline > now && &*e.value().bytes == value => Op::Remove,

@@ -79,10 +79,10 @@ struct Inner {
     manager: Arc<RwLock<ConnectionManager>>,
     client: Client,
     manager_cfg: ConnectionManagerConfig,
-    /// When the connection was last replaced.
-    replaced: Mutex<Option<Instant>>,
-    /// When a refusal was last logged.
-    refusal_logged: Mutex<Option<Instant>>,
+    /// Connection replacements after `READONLY`, at most one per [`REPLACE_AT_MOST_EVERY`].
+    replacing: Throttle,
+    /// Refusal log lines, at most one per [`REFUSAL_LOG_EVERY`].
+    refusal_log: Throttle,
     prefix: String,
     channel: String,
     op_timeout: Duration,
@@ -180,8 +180,8 @@ impl RedisStore {
                 manager,
                 client,
                 manager_cfg,
-                replaced: Mutex::new(None),
-                refusal_logged: Mutex::new(None),
+                replacing: Throttle::new(),
+                refusal_log: Throttle::new(),
                 prefix: cfg.redis_key_prefix.clone(),
                 channel,
                 op_timeout,
@@ -263,32 +263,17 @@ impl RedisStore {
     /// connection, which the connection manager would keep otherwise.
     fn refused(&self, operation: &'static str, e: &RedisError) {
         self.inner.metrics.store_refusals.inc();
-        let now = Instant::now();
+        if self.inner.refusal_log.allow(REFUSAL_LOG_EVERY) {
+            tracing::warn!(
+                backend = "redis",
+                operation,
+                error = %e,
+                "session store refuses commands; requests that need them get 503 (logged at most once a minute)"
+            );
+        }
+        if e.kind() != ErrorKind::Server(ServerErrorKind::ReadOnly)
+            || !self.inner.replacing.allow(REPLACE_AT_MOST_EVERY)
         {
-            let mut logged = self
-                .inner
-                .refusal_logged
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if logged.is_none_or(|at| now >= at + REFUSAL_LOG_EVERY) {
-                *logged = Some(now);
-                tracing::warn!(
-                    backend = "redis",
-                    operation,
-                    error = %e,
-                    "session store refuses commands; requests that need them get 503 (logged at most once a minute)"
-                );
-            }
-        }
-        if e.kind() != ErrorKind::Server(ServerErrorKind::ReadOnly) {
-            return;
-        }
-        let mut replaced = self
-            .inner
-            .replaced
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if replaced.is_some_and(|at| now < at + REPLACE_AT_MOST_EVERY) {
             return;
         }
         match ConnectionManager::new_lazy_with_config(
@@ -296,7 +281,6 @@ impl RedisStore {
             self.inner.manager_cfg.clone(),
         ) {
             Ok(fresh) => {
-                *replaced = Some(now);
                 *self
                     .inner
                     .manager
@@ -312,11 +296,7 @@ impl RedisStore {
     }
 
     fn con(&self) -> ConnectionManager {
-        self.inner
-            .manager
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        current(&self.inner.manager)
     }
 
     fn remember(&self, key: &SessionKey, record: &SessionRecord, generation: u64) {
@@ -548,8 +528,35 @@ impl RedisStore {
     }
 }
 
-/// The invalidation listener: a dedicated pub/sub connection, resubscribed after every loss.
-/// Each message names a session key to evict from the in-process tier.
+/// The connection in use now (it is replaced after a `READONLY`).
+fn current(manager: &RwLock<ConnectionManager>) -> ConnectionManager {
+    manager
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// At most one `true` per interval: for logging and reconnecting that must not follow every
+/// request.
+struct Throttle(Mutex<Option<Instant>>);
+
+impl Throttle {
+    fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// True, and the interval restarts, when `every` has passed since the last `true`.
+    fn allow(&self, every: Duration) -> bool {
+        let now = Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| now < at + every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
 /// Whether Redis answered with an error reply (it is up, and refused this command) rather
 /// than not answering, or answering that it cannot serve yet (loading, no primary).
 fn is_refusal(e: &RedisError) -> bool {
@@ -579,6 +586,9 @@ async fn evicting_policy(con: &mut ConnectionManager) -> Option<String> {
     policy.get(1).filter(|p| *p != "noeviction").cloned()
 }
 
+/// The invalidation listener: a dedicated pub/sub connection, resubscribed after every loss.
+/// Each message names a session key to evict from the in-process tier. On every
+/// (re)subscription it also asks whether that Redis may evict keys.
 async fn listen(
     client: Client,
     manager: Arc<RwLock<ConnectionManager>>,
@@ -610,10 +620,7 @@ async fn listen(
             subscribed.store(true, Ordering::Release);
             tracing::debug!(channel, "session invalidation listener subscribed");
             // Once per (re)connection: the Redis that answers now may be another one.
-            let mut con = manager
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let mut con = current(&manager);
             if let Ok(Some(policy)) =
                 tokio::time::timeout(connect_timeout, evicting_policy(&mut con)).await
                 && warned_policy.as_ref() != Some(&policy)
