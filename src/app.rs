@@ -313,6 +313,7 @@ impl App {
         mut req: Request<Incoming>,
         peer: Peer,
     ) -> (&'static str, Result<Response<Body>, Error>) {
+        let upgrade = self.proxy.sanitize(&mut req, peer);
         let path = access::normalize(req.uri().path());
         let route = if access::is_public(&self.public_paths, &path) {
             self.strip_client_identity(req.headers_mut());
@@ -331,7 +332,10 @@ impl App {
         drop(path);
         (
             route,
-            self.proxy.forward(req, peer).await.map_err(Error::from),
+            self.proxy
+                .forward(req, peer, upgrade)
+                .await
+                .map_err(Error::from),
         )
     }
 

@@ -144,19 +144,39 @@ impl Proxy {
         self.idle[worker % self.idle.len()].reap(self.keepalive_ticks);
     }
 
+    /// Takes off a client's request, before anything else reads or sets its headers, what it
+    /// may not pass on to the dashboard:
+    /// - its hop-by-hop headers, so that `Connection` can name only the client's own headers,
+    ///   never one the gateway sets afterwards (identity headers, the JWT);
+    /// - unless the peer is a trusted proxy, every forwarding header: `Forwarded`, `X-Real-IP`
+    ///   and any `X-Forwarded-*` (the gateway sets `-For`, `-Proto` and `-Host` itself);
+    /// - from any peer, an `X-Forwarded-*` name spelt with `_`, which CGI-style servers read
+    ///   as the real one.
+    ///
+    /// Returns the WebSocket upgrade the request asks for, which [`Proxy::forward`] bridges;
+    /// any other `Upgrade` protocol (`h2c`, …) goes with the hop-by-hop headers.
+    pub fn sanitize<B>(&self, req: &mut Request<B>, peer: Peer) -> Option<HeaderValue> {
+        let upgrade = upgrade_protocol(req);
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        strip_forwarding(headers, self.is_trusted(peer.addr.ip()));
+        upgrade
+    }
+
     /// Whether `X-Forwarded-*` from this peer are believed.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// Forwards the request; the caller has already set (or stripped) identity headers.
+    /// Forwards the request. The caller has passed it through [`Proxy::sanitize`] first (which
+    /// gave `upgrade`), then set (or stripped) identity headers.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: Peer,
+        upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
-        let upgrade = upgrade_protocol(&req);
         let client_h2 = req.version() == Version::HTTP_2;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -168,7 +188,6 @@ impl Proxy {
         *req.uri_mut() = self.upstream_uri(req.uri());
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
         self.set_forwarded(headers, peer, original_host.as_ref());
         match (&original_host, self.preserve_host) {
             (Some(host), true) => {
@@ -353,7 +372,8 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The `Upgrade` protocol when the request asks for one (HTTP/1.1 `Connection: upgrade`).
+/// The `Upgrade` protocol when the request asks for a WebSocket (HTTP/1.1 `Connection:
+/// upgrade`, `Upgrade: websocket`).
 fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
@@ -365,11 +385,13 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants {
-        req.headers().get(header::UPGRADE).cloned()
-    } else {
-        None
+    if !wants {
+        return None;
     }
+    req.headers()
+        .get(header::UPGRADE)
+        .filter(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned()
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection` (RFC 9110 §7.6.1).
@@ -390,6 +412,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             *name == header::UPGRADE
                 || HOP_BY_HOP.contains(name)
                 || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Removes the forwarding headers of [`Proxy::sanitize`]'s list (names are lower-case).
+fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
+    const PREFIX: &[u8] = b"x-forwarded-";
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str().as_bytes();
+            let forwarded_prefix = n.len() > PREFIX.len()
+                && n.iter()
+                    .zip(PREFIX)
+                    .all(|(&c, &p)| c == p || (c == b'_' && p == b'-'));
+            if forwarded_prefix {
+                !trusted || n.contains(&b'_')
+            } else {
+                !trusted && (n == b"forwarded" || n == b"x-real-ip")
+            }
         })
         .cloned()
         .collect();

@@ -147,6 +147,38 @@ async fn spoofed_identity_headers_never_reach_the_upstream_with_or_without_a_ses
 }
 
 #[tokio::test]
+async fn connection_cannot_name_away_the_headers_the_gateway_sets() {
+    // RFC 9110 §7.6.1 makes a proxy drop the headers `Connection` names; done after the
+    // identity was set, that would let a user remove their own groups or permission set (or
+    // the whole identity) on the way to the dashboard (Traefik's CVE-2024-45410).
+    let sso = Sso::start_extra(JWT).await;
+    let b = signed_in(&sso, "alice@example.com", ("Alice", "Liddell"), &["staff"]).await;
+    let cookie = cookie_line(&b);
+    let connection = "Connection: keep-alive, X-Forwarded-User, x-forwarded-email, \
+                      X-Forwarded-Name, X-Forwarded-Groups, X-Forwarded-Workspace, \
+                      X-Forwarded-Permission-Set, X-Samlgate-Jwt-Assertion, X-Forwarded-For, \
+                      X-Forwarded-Proto, X-Forwarded-Host, X-Private";
+    let (status, _) = raw_get(
+        sso.gw.addr,
+        "/reports",
+        &[&cookie, connection, "X-Private: hop"],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = sso.dash.last();
+    assert_eq!(values(&seen, "x-forwarded-user"), ["alice@example.com"]);
+    assert_eq!(values(&seen, "x-forwarded-email"), ["alice@example.com"]);
+    assert_eq!(values(&seen, "x-forwarded-name"), ["Alice Liddell"]);
+    assert_eq!(values(&seen, "x-forwarded-groups"), ["staff"]);
+    assert_eq!(values(&seen, "x-samlgate-jwt-assertion").len(), 1);
+    for h in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+        assert_eq!(values(&seen, h).len(), 1, "{h}");
+    }
+    // The client's own header it named is still dropped, as the RFC asks.
+    assert!(seen.headers.get("x-private").is_none());
+}
+
+#[tokio::test]
 async fn groups_with_commas_and_non_ascii_values_round_trip_as_documented() {
     let sso = Sso::start(Opts::default()).await;
     let groups = ["R&D, Europe", "Zoë's team", "100%", "plain"];

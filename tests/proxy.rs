@@ -32,6 +32,15 @@ async fn public_path_is_forwarded_with_forwarded_headers_and_without_hop_by_hop(
             ("x-forwarded-host", "evil.test"),
             ("x-forwarded-proto", "https"),
             ("x-request-id", "abc-123"),
+            // Forwarding headers samlgate does not set, and `_` spellings of those it does.
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Forwarded_Host", "evil.test"),
+            ("x-forwarded_proto", "https"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-ssl", "on"),
+            ("forwarded", "for=6.6.6.6;host=evil.test;proto=https"),
+            ("x-real-ip", "6.6.6.6"),
         ],
     )
     .await;
@@ -53,7 +62,20 @@ async fn public_path_is_forwarded_with_forwarded_headers_and_without_hop_by_hop(
     ] {
         assert!(seen.headers.get(h).is_none(), "{h} reached the dashboard");
     }
-    // An untrusted peer's chain is replaced, not appended to.
+    // An untrusted peer's chain is replaced, not appended to, and no other forwarding header
+    // of its own, in any spelling, gets through.
+    for (name, value) in &seen.headers {
+        let n = name.as_str();
+        assert!(
+            !(n.contains('_') || n == "forwarded" || n == "x-real-ip"),
+            "{n} reached the dashboard"
+        );
+        assert!(
+            !n.starts_with("x-forwarded-")
+                || ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"].contains(&n),
+            "{n}: {value:?} reached the dashboard"
+        );
+    }
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(
@@ -92,12 +114,44 @@ async fn trusted_proxy_chain_is_appended() {
         &[
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-prefix", "/dash"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x_forwarded_for", "6.6.6.6"),
         ],
     )
     .await;
     let seen = dash.last();
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    // A trusted proxy's other forwarding headers are believed too; an `_` spelling never is.
+    assert_eq!(seen.headers["x-forwarded-prefix"], "/dash");
+    assert_eq!(seen.headers["forwarded"], "for=203.0.113.9");
+    assert_eq!(seen.headers["x-real-ip"], "203.0.113.9");
+    assert!(seen.headers.get("x_forwarded_for").is_none());
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_are_bridged() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    // An h2c upgrade (RFC 7540 §3.2) is forwarded as a plain request: a dashboard that took it
+    // would give the client an HTTP/2 tunnel past every header samlgate sets.
+    let (resp, body) = get(
+        &format!("{}/static/app.js", gw.public_url),
+        &[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&body[..], b"dashboard saw /static/app.js");
+    let seen = dash.last();
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert!(seen.headers.get(h).is_none(), "{h} reached the dashboard");
+    }
 }
 
 #[tokio::test]
