@@ -608,10 +608,11 @@ impl App {
 
     /// One-time use of each Response and Assertion ID, across replicas (S4).
     async fn claim_once(&self, v: &Verified) -> Result<(), Error> {
-        let ttl = (v.replay_expires_at - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_secs(1));
+        let ttl = replay_ttl(
+            v.replay_expires_at,
+            chrono::Utc::now(),
+            self.config.saml.clock_skew,
+        );
         for key in [
             format!("assertion:{}:{}", v.issuer, v.assertion_id),
             format!("response:{}:{}", v.issuer, v.response_id),
@@ -960,15 +961,20 @@ impl App {
             Some(m) => Some(m),
             None => single("x-forwarded-method")?,
         };
-        Ok(OriginalRequest {
-            method: method
-                .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-                .unwrap_or(Method::GET),
-            uri: uri
-                .filter(|u| u.starts_with('/'))
-                .unwrap_or_else(|| "/".into()),
-            envoy,
-        })
+        // A URI or method that cannot be what the proxy received is refused: read as `/` or
+        // `GET`, it would be checked against the wrong access rule.
+        let method = match method {
+            Some(m) => Method::from_bytes(m.as_bytes())
+                .map_err(|_| Error::BadRequest("the forward-auth original method is not one"))?,
+            None => Method::GET,
+        };
+        let uri = match uri {
+            Some(u) => origin_form(&u).ok_or(Error::BadRequest(
+                "the forward-auth original URI is not a path",
+            ))?,
+            None => "/".into(),
+        };
+        Ok(OriginalRequest { method, uri, envoy })
     }
 
     /// Logs once per process that forward-auth headers from an untrusted peer were ignored:
@@ -1133,6 +1139,39 @@ fn signed_out_page(text: &str) -> Response<Body> {
     resp
 }
 
+/// A request target as its path and query: itself in origin form (`/path?query`), the path
+/// and query of an absolute `http(s)` URI, `None` for anything else (`admin`, `%2Fadmin`, ``).
+fn origin_form(target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return Some(target.to_string());
+    }
+    let uri: http::Uri = target.parse().ok()?;
+    match uri.scheme_str() {
+        Some("http" | "https") => Some(
+            uri.path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// How long a replay-cache claim is kept: until the response can no longer be accepted
+/// anywhere (`expires_at`, which already includes the clock skew allowed towards the IdP),
+/// plus what can separate that verdict from the claim: another replica's clock running behind
+/// by up to `clock_skew`, and a verification that read the clock up to [`BLOCKING_LIMIT`]
+/// before the claim was made.
+fn replay_ttl(
+    expires_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    clock_skew: Duration,
+) -> Duration {
+    (expires_at - now).to_std().unwrap_or(Duration::ZERO) + clock_skew + BLOCKING_LIMIT
+}
+
+/// The longest CPU-bound SAML work may run (S12).
+const BLOCKING_LIMIT: Duration = Duration::from_secs(10);
+
 /// Runs CPU-bound SAML work (xmlsec is C) off the async threads, with a panic guard and a
 /// time limit (S12).
 async fn blocking<T: Send + 'static>(
@@ -1141,7 +1180,7 @@ async fn blocking<T: Send + 'static>(
     let task = tokio::task::spawn_blocking(move || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
     });
-    match tokio::time::timeout(Duration::from_secs(10), task).await {
+    match tokio::time::timeout(BLOCKING_LIMIT, task).await {
         Err(_) => Err("timeout"),
         Ok(Err(_)) | Ok(Ok(Err(_))) => Err("panic"),
         Ok(Ok(Ok(v))) => Ok(v),
@@ -1439,4 +1478,42 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_claim_outlives_every_replica_that_could_still_accept_the_response() {
+        let now = chrono::Utc::now();
+        let skew = Duration::from_secs(90);
+        // A response acceptable for another minute is remembered for that minute, plus a
+        // replica's clock behind by the skew, plus the longest verification.
+        let ttl = replay_ttl(now + chrono::Duration::seconds(60), now, skew);
+        assert_eq!(ttl, Duration::from_secs(60) + skew + BLOCKING_LIMIT);
+        // One verified just before its deadline and claimed after it is still remembered.
+        let ttl = replay_ttl(now - chrono::Duration::seconds(5), now, skew);
+        assert_eq!(ttl, skew + BLOCKING_LIMIT);
+    }
+
+    #[test]
+    fn forward_auth_original_uris_are_read_in_origin_form_or_refused() {
+        assert_eq!(origin_form("/admin?x=1").as_deref(), Some("/admin?x=1"));
+        assert_eq!(
+            origin_form("https://dash.example.com/admin?x=1").as_deref(),
+            Some("/admin?x=1")
+        );
+        assert_eq!(origin_form("http://dash.example.com").as_deref(), Some("/"));
+        for bad in [
+            "admin",
+            "%2Fadmin",
+            "",
+            "ftp://h/admin",
+            "*",
+            "dash.example.com:443",
+        ] {
+            assert_eq!(origin_form(bad), None, "{bad}");
+        }
+    }
 }

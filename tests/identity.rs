@@ -594,6 +594,8 @@ async fn forward_auth_from_a_trusted_proxy_answers_202_401_403() {
         ],
         // nginx's X-Original-URI wins over a client's X-Forwarded-Uri passed through.
         vec![c, ("x-original-uri", "/admin"), ("x-forwarded-uri", "/")],
+        // An absolute URI (a client's absolute-form request line) is checked by its path.
+        vec![c, ("x-original-uri", "https://dash.example.com/admin")],
     ] {
         let (resp, body) = get(&auth, &headers).await;
         assert_eq!(resp.status(), 403, "{headers:?}");
@@ -626,6 +628,20 @@ async fn forward_auth_from_a_trusted_proxy_answers_202_401_403() {
     )
     .await;
     assert_eq!(status, 400);
+    // An original URI or method that is not one is refused, not checked as `GET /`.
+    for headers in [
+        vec![c, ("x-original-uri", "admin")],
+        vec![c, ("x-original-uri", "%2Fadmin")],
+        vec![c, ("x-forwarded-uri", "")],
+        vec![
+            c,
+            ("x-original-uri", "/reports"),
+            ("x-original-method", "G T"),
+        ],
+    ] {
+        let (resp, _) = get(&auth, &headers).await;
+        assert_eq!(resp.status(), 400, "{headers:?}");
+    }
     assert!(sso.dash.seen().is_empty(), "forward-auth never proxies");
 }
 

@@ -744,6 +744,34 @@ fn unsolicited_when_off_and_on() {
 }
 
 #[test]
+fn unsolicited_assertion_wrapped_in_an_unsigned_solicited_response_is_unsolicited() {
+    // A signed IdP-initiated assertion (no InResponseTo in its SubjectConfirmationData) in an
+    // unsigned Response whose InResponseTo names the attacker's own pending request.
+    let xml = signed(&ResponseSpec {
+        in_response_to: None,
+        ..spec()
+    });
+    let wrapped = xml.replacen(
+        "<samlp:Response ",
+        &format!("<samlp:Response InResponseTo=\"{DEFAULT_REQUEST_ID}\" "),
+        1,
+    );
+    assert_ne!(wrapped, xml, "the Response root was not found");
+    assert_eq!(rejected(&wrapped), Error::Unsolicited);
+    // With IdP-initiated logins allowed it is one, not an answer to the pending request.
+    let mut p = policy(Reduce::PreDigest);
+    p.allow_idp_initiated = true;
+    let v = verify_with(p, &wrapped, Some(DEFAULT_REQUEST_ID)).expect("idp-initiated allowed");
+    assert_eq!(v.in_response_to, None);
+    // A signed Response that answers the request still does.
+    let v = accepted(&signed(&ResponseSpec {
+        sign: SignMode::Response,
+        ..spec()
+    }));
+    assert_eq!(v.in_response_to.as_deref(), Some(DEFAULT_REQUEST_ID));
+}
+
+#[test]
 fn wrong_or_missing_audience() {
     assert_eq!(
         rejected(&signed(&ResponseSpec {

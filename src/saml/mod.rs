@@ -737,7 +737,9 @@ impl Saml {
         }
 
         // InResponseTo (S5): a present value must be this browser's pending request; only a
-        // message without any is unsolicited.
+        // message without any is unsolicited. An unsigned Response's value is checked but proves
+        // nothing: anyone can wrap a signed, unsolicited assertion in a Response that names
+        // their own pending request, so then only the signed SubjectConfirmationData counts.
         let response_irt = response.attribute("InResponseTo");
         let irt_ok = |v: &str| pending == Some(v);
         if let Some(v) = response_irt
@@ -773,7 +775,7 @@ impl Saml {
             return Err(first_error);
         };
         deadline = deadline.min(scd_deadline);
-        let in_response_to = match (response_irt, scd_irt) {
+        let in_response_to = match (response_irt.filter(|_| response_signed), scd_irt) {
             (None, None) => {
                 if !p.allow_idp_initiated {
                     return Err(Error::Unsolicited);
