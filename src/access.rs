@@ -50,8 +50,18 @@ fn is_plain(raw: &str) -> bool {
     true
 }
 
-fn normalize_any(raw: &str) -> NormalPath {
-    // Decode repeatedly (bounded) so that double encodings (%252e) cannot hide dot segments.
+/// Whether a raw path has a `..` segment, in any encoding or spelling that [`normalize`]
+/// understands: such a path, appended to an upstream base path, could resolve above it there.
+pub fn climbs(raw: &str) -> bool {
+    !is_plain(raw)
+        && decode(raw)
+            .split('/')
+            .any(|seg| seg.split(';').next() == Some(".."))
+}
+
+/// Percent-decoded repeatedly (bounded) so that double encodings (%252e) cannot hide dot
+/// segments, and `\` as `/`.
+fn decode(raw: &str) -> String {
     let mut decoded = raw.to_string();
     for _ in 0..3 {
         let next = percent_decode(&decoded);
@@ -60,7 +70,11 @@ fn normalize_any(raw: &str) -> NormalPath {
         }
         decoded = next;
     }
-    let decoded = decoded.replace('\\', "/");
+    decoded.replace('\\', "/")
+}
+
+fn normalize_any(raw: &str) -> NormalPath {
+    let decoded = decode(raw);
     let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
         let seg = seg.split(';').next().unwrap_or("");
@@ -109,12 +123,10 @@ pub fn is_public(patterns: &[PathPattern], path: &NormalPath) -> bool {
     path.canonical && patterns.iter().any(|p| p.matches(&path.path))
 }
 
-/// Whether a client without a session should be redirected to the IdP (a browser asking for a
-/// page) rather than answered 401 (XHR, JSON, `*/*` and everything else).
-pub fn wants_redirect(method: &Method, headers: &HeaderMap) -> bool {
-    if method != Method::GET && method != Method::HEAD {
-        return false;
-    }
+/// Whether a client without a session should be redirected to the IdP (a browser: its
+/// `Accept` names `text/html`, with any method, as oauth2-proxy does) rather than answered 401
+/// (XHR, JSON, `*/*`, `text/html;q=0` and everything else).
+pub fn wants_redirect(headers: &HeaderMap) -> bool {
     if headers.get("x-requested-with").is_some() {
         return false;
     }
@@ -124,9 +136,19 @@ pub fn wants_redirect(method: &Method, headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|item| {
-            item.split(';')
+            let mut parts = item.split(';');
+            let is_html = parts
                 .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"));
+            // RFC 9110 §12.4.2: a weight of 0 means "not acceptable".
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            is_html && !refused
         })
 }
 

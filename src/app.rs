@@ -314,6 +314,16 @@ impl App {
         peer: Peer,
     ) -> (&'static str, Result<Response<Body>, Error>) {
         let upgrade = self.proxy.sanitize(&mut req, peer);
+        // Access rules see the normalised path; the dashboard gets the raw one after its base
+        // path, where `..` could resolve above the base: refused rather than guessed at.
+        if self.proxy.has_base_path() && access::climbs(req.uri().path()) {
+            return (
+                "proxy",
+                Err(Error::BadRequest(
+                    "the path climbs above the dashboard's base path",
+                )),
+            );
+        }
         let path = access::normalize(req.uri().path());
         let route = if access::is_public(&self.public_paths, &path) {
             self.strip_client_identity(req.headers_mut());
@@ -390,7 +400,7 @@ impl App {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        if access::wants_redirect(req.method(), req.headers()) {
+        if access::wants_redirect(req.headers()) {
             return self.start_login(return_to).await;
         }
         Err(Error::Unauthenticated {
@@ -884,7 +894,7 @@ impl App {
             // (Envoy mode always, `/saml/auth?redirect=1` for Traefik).
             let redirect_ok = original.envoy
                 || query_param(own_query, "redirect").is_some_and(|v| v == "1" || v == "true");
-            if redirect_ok && access::wants_redirect(&original.method, req.headers()) {
+            if redirect_ok && access::wants_redirect(req.headers()) {
                 return Ok(redirect(StatusCode::FOUND, &login_url));
             }
             return Err(Error::Unauthenticated { login_url });

@@ -22,8 +22,9 @@ const VALUE_SET: &AsciiSet = &CONTROLS.add(b'%');
 const GROUP_SET: &AsciiSet = &VALUE_SET.add(b',');
 
 /// Client-sent headers that are always removed, whatever the config names (oauth2-proxy's and
-/// nginx auth_request's conventions), compared after lower-casing and `_` → `-`.
-const ALWAYS_STRIPPED: [&str; 9] = [
+/// nginx auth_request's conventions, and the default name of samlgate's own JWT header,
+/// whether `[headers.jwt]` is configured or not), compared after lower-casing and `_` → `-`.
+const ALWAYS_STRIPPED: [&str; 10] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-name",
@@ -33,6 +34,7 @@ const ALWAYS_STRIPPED: [&str; 9] = [
     "x-forwarded-permission-set",
     "x-forwarded-access-token",
     "remote-user",
+    "x-samlgate-jwt-assertion",
 ];
 /// Prefixes of client-sent headers that are always removed.
 const STRIPPED_PREFIXES: [&str; 2] = ["x-auth-request-", "x-webauth-"];

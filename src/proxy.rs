@@ -163,6 +163,11 @@ impl Proxy {
         upgrade
     }
 
+    /// Whether the upstream URL has a path that every request's is appended to.
+    pub fn has_base_path(&self) -> bool {
+        !self.base_path.is_empty()
+    }
+
     /// Whether `X-Forwarded-*` from this peer are believed.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);

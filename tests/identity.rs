@@ -179,6 +179,35 @@ async fn connection_cannot_name_away_the_headers_the_gateway_sets() {
 }
 
 #[tokio::test]
+async fn a_signed_in_path_cannot_climb_above_the_dashboards_base_path() {
+    // Access rules see `/console`; the dashboard would get `/dash/../console`, which it may
+    // well resolve to `/console`, outside the base path samlgate was put in front of.
+    let sso = Sso::start(Opts {
+        base_path: "/dash",
+        ..Opts::default()
+    })
+    .await;
+    let b = signed_in(&sso, "alice@example.com", ("Alice", "Liddell"), &[]).await;
+    let cookie = cookie_line(&b);
+    for path in [
+        "/../console",
+        "/reports/../../console",
+        "/%2e%2e/console",
+        "/%252e%252e/console",
+        "/reports/..%5c..%5cconsole",
+        "/..;/console",
+    ] {
+        let (status, _) = raw_get(sso.gw.addr, path, &[&cookie]).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    assert!(sso.dash.seen().is_empty(), "{:?}", sso.dash.last().uri);
+    // The same session reaches a plain path under the base.
+    let (status, _) = raw_get(sso.gw.addr, "/reports?q=1", &[&cookie]).await;
+    assert_eq!(status, 200);
+    assert_eq!(sso.dash.last().uri, "/dash/reports?q=1");
+}
+
+#[tokio::test]
 async fn groups_with_commas_and_non_ascii_values_round_trip_as_documented() {
     let sso = Sso::start(Opts::default()).await;
     let groups = ["R&D, Europe", "Zoë's team", "100%", "plain"];
@@ -396,6 +425,16 @@ async fn jwks_is_404_without_headers_jwt_and_no_jwt_is_sent() {
             .get("x-samlgate-jwt-assertion")
             .is_none()
     );
+    // Nor a client's forgery of it: a dashboard that verifies assertions may still read it.
+    let cookie = cookie_line(&b);
+    let (status, _) = raw_get(
+        sso.gw.addr,
+        "/x",
+        &[&cookie, "X-Samlgate-Jwt-Assertion: SPOOF.eyJ.sig"],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_clean(&sso.dash.last());
 }
 
 const RULES: &str = r#"[access]
@@ -469,6 +508,9 @@ async fn api_clients_get_401_json_and_browsers_a_redirect() {
             ("accept", "text/html"),
             ("x-requested-with", "XMLHttpRequest"),
         ],
+        // Names text/html only to refuse it (RFC 9110 §12.4.2).
+        vec![("accept", "application/json, text/html;q=0")],
+        vec![("accept", "application/json, text/html; q=0.0")],
     ] {
         let (resp, body) = get(&url, &headers).await;
         assert_eq!(resp.status(), 401, "{headers:?}");
@@ -492,6 +534,16 @@ async fn api_clients_get_401_json_and_browsers_a_redirect() {
             .unwrap()
             .starts_with("https://idp.test/sso?SAMLRequest=")
     );
+    // A browser's form post without a session is sent to sign in too (CONTRACT: a browser,
+    // by its Accept, whatever the method).
+    let (resp, _) = gateway::send(
+        http::Request::post(&url)
+            .header("accept", "text/html")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"a=1")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 302);
     assert!(sso.dash.seen().is_empty());
 }
 

@@ -42,6 +42,8 @@ pub struct Opts<'a> {
     /// `server.public_url` when browsers reach the gateway through something else (a proxy in
     /// front); default: the gateway's own address.
     pub public_url: Option<&'a str>,
+    /// A path appended to the upstream URL (the dashboard's base path).
+    pub base_path: &'a str,
 }
 
 /// A valid config for `upstream` with `opts`; `{public_url}` is replaced at start.
@@ -56,9 +58,9 @@ pub fn toml(public_url: &str, upstream: &str, opts: Opts<'_>) -> String {
     };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public_url}\"\nshutdown_grace = \"5s\"\n{}\n\
-         [upstream]\nurl = \"{upstream}\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\n{public_paths}{}\n\
+         [upstream]\nurl = \"{upstream}{}\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\n{public_paths}{}\n\
          [saml]\nidp_metadata_file = \"{metadata}\"\n{}\n[session]\nsecret = \"{SECRET}\"\n{}\n[log]\nlevel = \"warn\"\n{}",
-        opts.server, opts.upstream, opts.saml, opts.session, opts.extra
+        opts.server, opts.base_path, opts.upstream, opts.saml, opts.session, opts.extra
     )
 }
 
