@@ -482,12 +482,21 @@ impl App {
     /// verify → replay cache → provision → session → 303.
     async fn finish_login(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
+        // A form that is too large or malformed is a refused sign-in like any other (403).
         let form = read_form(
             body,
             self.config.saml.max_response_bytes + 16 * 1024,
             self.config.server.header_read_timeout,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            Error::PayloadTooLarge => refused(
+                "The sign-in response is larger than this service accepts.",
+                "the ACS form is over saml.max_response_bytes",
+            ),
+            Error::BadRequest(why) => refused(why, why),
+            other => other,
+        })?;
         let Some(saml_response) = form.get("SAMLResponse") else {
             return Err(refused(
                 "The identity provider sent no SAML response.",

@@ -444,6 +444,24 @@ async fn assert_refused(sso: &Sso, name: &str, make: impl Fn(&Sso, &str) -> Stri
     );
 }
 
+#[tokio::test]
+async fn an_acs_form_over_max_response_bytes_is_a_refused_sign_in() {
+    let sso = Sso::start(Opts {
+        saml: "max_response_bytes = 1024",
+        ..Opts::default()
+    })
+    .await;
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    // Just over the cap (1 KiB, plus 16 KiB for the rest of the form), so that the gateway has
+    // read it all when it answers.
+    let value = "A".repeat(1024 + 16 * 1024 + 1);
+    let (resp, body) = b.post_acs(&sso.gw, &value, &start.relay_state).await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+    assert!(String::from_utf8_lossy(&body).contains("larger than this service accepts"));
+}
+
 fn b64(xml: &str) -> String {
     samlgate::demo::signer::to_form_value(xml)
 }

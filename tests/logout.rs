@@ -73,9 +73,13 @@ struct Req<'a> {
 impl Req<'_> {
     fn xml(&self, id: &str, signature: Option<&str>) -> String {
         let mut x = format!(
-            r#"<samlp:LogoutRequest {NS} ID="{id}" Version="2.0" IssueInstant="{}" Destination="{}""#,
-            self.issue_instant, self.destination
+            r#"<samlp:LogoutRequest {NS} ID="{id}" Version="2.0" IssueInstant="{}""#,
+            self.issue_instant
         );
+        // An empty destination leaves the attribute out.
+        if !self.destination.is_empty() {
+            x.push_str(&format!(r#" Destination="{}""#, self.destination));
+        }
         if let Some(t) = &self.not_on_or_after {
             x.push_str(&format!(r#" NotOnOrAfter="{t}""#));
         }
@@ -493,6 +497,20 @@ async fn bad_idp_logout_requests_are_refused_and_end_nothing() {
                 "SAMLRequest",
                 &Req {
                     destination: "https://other.test/slo".into(),
+                    ..alice(&sso)
+                }
+                .xml(&new_id(), None),
+                None,
+                Some(&key),
+            ),
+        ),
+        (
+            // Signed messages must name where they were sent (bindings §3.4.5.2).
+            "no destination",
+            redirect_query(
+                "SAMLRequest",
+                &Req {
+                    destination: String::new(),
                     ..alice(&sso)
                 }
                 .xml(&new_id(), None),

@@ -88,7 +88,7 @@ pub enum LogoutError {
     /// Issuer missing or not the IdP.
     #[error("issuer is not the configured IdP")]
     Issuer,
-    /// Destination present and not our SLO URL.
+    /// Destination missing or not our SLO URL.
     #[error("Destination is not our SLO URL")]
     Destination,
     /// InResponseTo missing or not a pending logout of ours.
@@ -570,7 +570,7 @@ impl Saml {
     }
 
     /// The checks every logout message gets (SAML core §3.2.1, §3.2.2): Version, ID, Issuer =
-    /// the IdP, Destination = our SLO URL when present, IssueInstant within the skew and age.
+    /// the IdP, Destination = our SLO URL, IssueInstant within the skew and age.
     fn check_logout_common(
         &self,
         root: Node<'_, '_>,
@@ -585,9 +585,9 @@ impl Saml {
             Some(i) if text_of(i) == self.idp.entity_id => {}
             _ => return Err(LogoutError::Issuer),
         }
-        if let Some(d) = root.attribute("Destination")
-            && d != p.slo_url
-        {
+        // Every logout message we accept is signed, and a signed message must name where it was
+        // sent (bindings §3.4.5.2, §3.5.5.2): one sent to another SP cannot be replayed here.
+        if root.attribute("Destination") != Some(p.slo_url.as_str()) {
             return Err(LogoutError::Destination);
         }
         let skew = super::to_chrono(p.clock_skew);
