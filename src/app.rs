@@ -35,8 +35,12 @@ pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-requ
 
 /// Prefix of the short-lived cookie that binds a pending login to the browser that started it;
 /// the RelayState token's first characters complete the name, so parallel logins in several
-/// tabs do not overwrite each other.
+/// tabs do not overwrite each other. Over https it has the `__Host-` prefix too
+/// ([`HOST_PREFIX`]), so that a sibling subdomain cannot plant one (login CSRF by cookie
+/// tossing).
 const BINDING_COOKIE: &str = "samlgate_login_";
+/// The cookie-name prefix browsers accept only on a `Secure`, `Path=/` cookie without `Domain`.
+const HOST_PREFIX: &str = "__Host-";
 /// Characters of the RelayState token used in the binding cookie's name.
 const BINDING_NAME_CHARS: usize = 10;
 
@@ -369,7 +373,14 @@ impl App {
     /// samlgate's own cookies.
     fn strip_client_identity(&self, headers: &mut HeaderMap) {
         self.identity_headers.strip(headers);
-        headers::strip_cookies(headers, &[self.sessions.cookie_name()]);
+        let session = self.sessions.cookie_name();
+        headers::strip_cookies(headers, |name| {
+            name == session
+                || name
+                    .strip_prefix(HOST_PREFIX)
+                    .unwrap_or(name)
+                    .starts_with(BINDING_COOKIE)
+        });
     }
 
     /// Sets the identity JWT (when `[headers.jwt]` is configured), reusing the session's token
@@ -461,21 +472,40 @@ impl App {
         Ok(resp)
     }
 
+    /// The binding cookie for a RelayState `token`, or with an empty `value` and no `max_age`,
+    /// its deletion.
     fn binding_cookie(&self, token: &str, value: &str, max_age: Duration) -> HeaderValue {
         // The IdP's POST to the ACS is cross-site: only SameSite=None (which needs Secure) is
         // sent with it. On plain-http development (loopback), browsers refuse SameSite=None
-        // without Secure, and the IdP is usually same-site, so Lax is used there.
-        let site = if self.config.server.public_https {
-            "SameSite=None; Secure"
+        // without Secure, and the IdP is usually same-site, so Lax is used there. `__Host-`
+        // needs `Path=/`; the cookie is then sent to every path, and never forwarded
+        // (`strip_client_identity`).
+        let attributes = if self.config.server.public_https {
+            "Path=/; HttpOnly; SameSite=None; Secure"
         } else {
-            "SameSite=Lax"
+            "Path=/saml/acs; HttpOnly; SameSite=Lax"
         };
-        let name = binding_cookie_name(token);
+        let name = self.binding_cookie_name(token);
         HeaderValue::from_str(&format!(
-            "{name}={value}; Path=/saml/acs; HttpOnly; {site}; Max-Age={}",
+            "{name}={value}; {attributes}; Max-Age={}",
             max_age.as_secs()
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("samlgate_login_=; Max-Age=0"))
+    }
+
+    /// The binding cookie's name for a RelayState token.
+    fn binding_cookie_name(&self, token: &str) -> String {
+        let part: String = token
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(BINDING_NAME_CHARS)
+            .collect();
+        let host = if self.config.server.public_https {
+            HOST_PREFIX
+        } else {
+            ""
+        };
+        format!("{host}{BINDING_COOKIE}{part}")
     }
 
     /// The Assertion Consumer Service: read the form → take the pending login of this browser →
@@ -536,13 +566,8 @@ impl App {
         let mut resp = redirect(StatusCode::SEE_OTHER, &return_to);
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         if pending.is_some() {
-            let clear = HeaderValue::from_str(&format!(
-                "{}=; Path=/saml/acs; HttpOnly; Max-Age=0",
-                binding_cookie_name(relay_state)
-            ));
-            if let Ok(clear) = clear {
-                resp.headers_mut().append(header::SET_COOKIE, clear);
-            }
+            let clear = self.binding_cookie(relay_state, "", Duration::ZERO);
+            resp.headers_mut().append(header::SET_COOKIE, clear);
         }
         Ok(resp)
     }
@@ -565,7 +590,7 @@ impl App {
         else {
             return Ok(None);
         };
-        let name = binding_cookie_name(relay_state);
+        let name = self.binding_cookie_name(relay_state);
         let bound = cookie_values(headers, &name)
             .any(|v| constant_time_eq(digest(v).as_bytes(), pending.binding.as_bytes()));
         if !bound {
@@ -1340,16 +1365,6 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// The binding cookie's name for a RelayState token.
-fn binding_cookie_name(token: &str) -> String {
-    let part: String = token
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(BINDING_NAME_CHARS)
-        .collect();
-    format!("{BINDING_COOKIE}{part}")
 }
 
 /// Every value of cookie `name` in the `Cookie` headers.

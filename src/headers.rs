@@ -280,21 +280,21 @@ pub fn encode(value: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Removes our own cookies (session and login binding) from the `Cookie` header(s) sent
-/// upstream: the dashboard never sees the session id.
-pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+/// Removes our own cookies (those whose name `ours` picks: session and login binding) from
+/// the `Cookie` header(s) sent upstream: the dashboard never sees the session id.
+pub fn strip_cookies(headers: &mut HeaderMap, ours: impl Fn(&str) -> bool) {
     // The hot path: one Cookie header without any of ours is left as it is, unallocated.
     let mut values = headers.get_all(http::header::COOKIE).iter();
-    let ours = match (values.next(), values.next()) {
+    let any_ours = match (values.next(), values.next()) {
         (None, _) => false,
         (Some(only), None) => match only.to_str() {
-            Ok(s) => s.split(';').any(|pair| names.contains(&cookie_name(pair))),
+            Ok(s) => s.split(';').any(|pair| ours(cookie_name(pair))),
             Err(_) => true,
         },
         (Some(_), Some(_)) => true,
     };
-    if ours {
-        rebuild_cookies(headers, names);
+    if any_ours {
+        rebuild_cookies(headers, ours);
     }
 }
 
@@ -305,12 +305,12 @@ fn cookie_name(pair: &str) -> &str {
 
 /// Rewrites the Cookie header(s) as one, without `names` (HTTP/2 clients send one header per
 /// cookie; HTTP/1.1 upstreams get them joined, RFC 9113 §8.2.3).
-fn rebuild_cookies(headers: &mut HeaderMap, names: &[&str]) {
+fn rebuild_cookies(headers: &mut HeaderMap, ours: impl Fn(&str) -> bool) {
     let mut kept = String::new();
     for v in headers.get_all(http::header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            if !names.contains(&cookie_name(pair)) {
+            if !ours(cookie_name(pair)) {
                 if !kept.is_empty() {
                     kept.push_str("; ");
                 }
@@ -449,7 +449,7 @@ mod tests {
             HeaderValue::from_static("a=1; samlgate=xyz"),
         );
         h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
-        strip_cookies(&mut h, &["samlgate"]);
+        strip_cookies(&mut h, |n| n == "samlgate");
         assert_eq!(
             h.get(http::header::COOKIE).and_then(|v| v.to_str().ok()),
             Some("a=1; b=2")
@@ -457,16 +457,16 @@ mod tests {
         // One header: left alone without ours, rewritten with ours, removed when only ours.
         let mut h = HeaderMap::new();
         h.insert(http::header::COOKIE, HeaderValue::from_static("a=1;b=2"));
-        strip_cookies(&mut h, &["samlgate"]);
+        strip_cookies(&mut h, |n| n == "samlgate");
         assert_eq!(h[http::header::COOKIE], "a=1;b=2");
         h.insert(
             http::header::COOKIE,
             HeaderValue::from_static("samlgate=x; a=1"),
         );
-        strip_cookies(&mut h, &["samlgate"]);
+        strip_cookies(&mut h, |n| n == "samlgate");
         assert_eq!(h[http::header::COOKIE], "a=1");
         h.insert(http::header::COOKIE, HeaderValue::from_static("samlgate=x"));
-        strip_cookies(&mut h, &["samlgate"]);
+        strip_cookies(&mut h, |n| n == "samlgate");
         assert!(h.get(http::header::COOKIE).is_none());
     }
 }

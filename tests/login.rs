@@ -96,7 +96,11 @@ fn binding_cookie(resp: &http::Response<()>) -> String {
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("samlgate_login_"))
+        .find(|c| {
+            c.strip_prefix("__Host-")
+                .unwrap_or(c)
+                .starts_with("samlgate_login_")
+        })
         .expect("a login-binding cookie")
 }
 
@@ -161,12 +165,15 @@ async fn https_public_url_gives_host_prefixed_secure_cookies() {
         },
     );
     let gw = support::gateway::start_toml(&toml).await;
-    // The login-binding cookie must survive the IdP's cross-site POST: SameSite=None; Secure.
+    // The login-binding cookie must survive the IdP's cross-site POST (SameSite=None; Secure),
+    // and no sibling subdomain may plant one (`__Host-`, which needs Path=/ and no Domain).
     let (resp, _) = support::gateway::get(&format!("{}/saml/login", gw.public_url), &[]).await;
     let binding = binding_cookie(&resp);
-    for flag in ["SameSite=None", "Secure", "HttpOnly", "Path=/saml/acs"] {
+    assert!(binding.starts_with("__Host-samlgate_login_"), "{binding}");
+    for flag in ["SameSite=None", "Secure", "HttpOnly", "Path=/;"] {
         assert!(binding.contains(flag), "{binding}");
     }
+    assert!(!binding.contains("Domain"), "{binding}");
     let mut b = Browser::new();
     let start = b.start_login(&gw, "/").await;
     let spec = samlgate::demo::signer::ResponseSpec {
@@ -198,6 +205,22 @@ async fn https_public_url_gives_host_prefixed_secure_cookies() {
         session.contains("Secure") && session.contains("Path=/") && !session.contains("Domain"),
         "{session}"
     );
+    // The binding cookie is deleted with the attributes it was set with (else it stays).
+    let cleared = sc
+        .iter()
+        .find(|c| c.starts_with("__Host-samlgate_login_"))
+        .unwrap_or_else(|| panic!("{sc:?}"));
+    for flag in ["Max-Age=0", "Path=/;", "Secure"] {
+        assert!(cleared.contains(flag), "{cleared}");
+    }
+    // Sent to every path now, it is never forwarded; nor is the session cookie.
+    let session_pair = session.split(';').next().unwrap();
+    let cookie = format!(
+        "Cookie: {session_pair}; __Host-samlgate_login_abc=1; samlgate_login_x=2; theme=dark"
+    );
+    let (status, _) = support::gateway::raw_get(gw.addr, "/reports", &[&cookie]).await;
+    assert_eq!(status, 200);
+    assert_eq!(dash.last().headers["cookie"], "theme=dark");
 }
 
 #[tokio::test]

@@ -297,6 +297,7 @@ pub fn sets_session(resp: &Response<()>) -> bool {
         .any(|sc| {
             let first = sc.split(';').next().unwrap_or("");
             let (name, value) = first.split_once('=').unwrap_or(("", ""));
+            let name = name.strip_prefix("__Host-").unwrap_or(name);
             name.contains("samlgate") && !name.starts_with("samlgate_login_") && !value.is_empty()
         })
 }
