@@ -296,11 +296,12 @@ impl App {
             (_, p) if p.starts_with("/saml/auth/") => self.forward_auth(&req, peer).await,
             (&Method::GET, "/saml/userinfo") => self.userinfo(&req).await,
             (&Method::GET | &Method::HEAD, JWKS_PATH) => self.jwks(),
-            (
-                _,
-                "/saml/metadata" | "/saml/login" | "/saml/acs" | "/saml/logout" | "/saml/auth"
-                | "/saml/userinfo" | JWKS_PATH,
-            ) => Err(Error::MethodNotAllowed),
+            (_, "/saml/metadata" | JWKS_PATH) => Err(Error::MethodNotAllowed("GET, HEAD")),
+            (_, "/saml/login" | "/saml/auth" | "/saml/userinfo") => {
+                Err(Error::MethodNotAllowed("GET"))
+            }
+            (_, "/saml/acs") => Err(Error::MethodNotAllowed("POST")),
+            (_, "/saml/logout") => Err(Error::MethodNotAllowed("GET, POST")),
             _ => Err(Error::NotFound),
         }
     }
@@ -1453,7 +1454,7 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
 /// Logs a request-path error once, at the level its kind deserves.
 fn log_error(err: &Error, request_id: &str) {
     match err {
-        Error::Unauthenticated { .. } | Error::NotFound | Error::MethodNotAllowed => {
+        Error::Unauthenticated { .. } | Error::NotFound | Error::MethodNotAllowed(_) => {
             tracing::debug!(request_id, error = %err, "request refused")
         }
         Error::Denied(_)

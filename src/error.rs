@@ -59,9 +59,9 @@ pub enum Error {
     /// A form to one of our endpoints not sent within `server.header_read_timeout`.
     #[error("request body not sent in time")]
     RequestTimeout,
-    /// Wrong method on one of our endpoints.
+    /// Wrong method on one of our endpoints; the methods it takes, for `Allow`.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// One of our endpoints that is not configured (e.g. JWKS without `[headers.jwt]`).
     #[error("not found")]
     NotFound,
@@ -81,7 +81,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound => StatusCode::NOT_FOUND,
         }
     }
@@ -156,12 +156,18 @@ impl Error {
                 "The request body was not sent in time.",
                 request_id,
             ),
-            Error::MethodNotAllowed => pages::page(
-                status,
-                "Method not allowed",
-                "This endpoint does not take that method.",
-                request_id,
-            ),
+            Error::MethodNotAllowed(allow) => {
+                let mut resp = pages::page(
+                    status,
+                    "Method not allowed",
+                    "This endpoint does not take that method.",
+                    request_id,
+                );
+                // RFC 9110 §15.5.6: a 405 names the methods the resource takes.
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                resp
+            }
             Error::NotFound => pages::page(
                 status,
                 "Not found",

@@ -468,6 +468,29 @@ async fn assert_refused(sso: &Sso, name: &str, make: impl Fn(&Sso, &str) -> Stri
 }
 
 #[tokio::test]
+async fn our_endpoints_answer_a_wrong_method_with_405_and_allow() {
+    let sso = Sso::start(Opts::default()).await;
+    for (method, path, allow) in [
+        ("POST", "/saml/login", "GET"),
+        ("GET", "/saml/acs", "POST"),
+        ("PUT", "/saml/logout", "GET, POST"),
+        ("DELETE", "/saml/metadata", "GET, HEAD"),
+        ("POST", "/saml/userinfo", "GET"),
+    ] {
+        let (resp, _) = support::gateway::send(
+            http::Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", sso.gw.public_url))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+}
+
+#[tokio::test]
 async fn an_acs_form_over_max_response_bytes_is_a_refused_sign_in() {
     let sso = Sso::start(Opts {
         saml: "max_response_bytes = 1024",
