@@ -7,8 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use http::HeaderName;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -156,19 +157,15 @@ impl PathPattern {
                 "{s:?} must be a plain normalised path (no ?, #, %, \\ or dot segments)"
             ));
         }
-        if let Some(prefix) = s.strip_suffix('*') {
-            if prefix.contains('*') {
-                return Err(format!("{s:?}: '*' is only allowed at the end"));
+        // `*` is not a glob: only a whole last segment, meaning that path and all below it.
+        match s.strip_suffix("/*") {
+            Some(prefix) if !prefix.contains('*') => return Ok(Self::Prefix(format!("{prefix}/"))),
+            _ if s.contains('*') => {
+                return Err(format!(
+                    "{s:?}: '*' is only allowed as the whole last segment, as in \"/static/*\" (/static and everything below it); otherwise write an exact path such as \"/healthz\""
+                ));
             }
-            let prefix = if prefix.ends_with('/') {
-                prefix.to_string()
-            } else {
-                format!("{prefix}/")
-            };
-            return Ok(Self::Prefix(prefix));
-        }
-        if s.contains('*') {
-            return Err(format!("{s:?}: '*' is only allowed at the end"));
+            _ => {}
         }
         Ok(Self::Exact(s.to_string()))
     }
@@ -675,13 +672,14 @@ impl Default for RawAttributes {
 struct RawSession {
     secret: Option<String>,
     secret_file: Option<String>,
+    #[serde(deserialize_with = "list_or_comma_separated")]
     previous_secrets: Vec<String>,
     previous_secrets_file: Option<String>,
     cookie_name: String,
     lifetime: String,
     idle_timeout: String,
     store: String,
-    redis_url: String,
+    redis_url: Option<String>,
     redis_url_file: Option<String>,
     redis_ca_file: Option<String>,
     redis_key_prefix: String,
@@ -701,7 +699,7 @@ impl Default for RawSession {
             lifetime: "12h".into(),
             idle_timeout: "1h".into(),
             store: "memory".into(),
-            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_url: None,
             redis_url_file: None,
             redis_ca_file: None,
             redis_key_prefix: "samlgate:".into(),
@@ -770,12 +768,12 @@ struct RawProvisioningRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawHeaders {
-    user: String,
-    email: String,
-    name: String,
-    groups: String,
-    workspace: String,
-    permission_set: String,
+    user: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    groups: Option<String>,
+    workspace: Option<String>,
+    permission_set: Option<String>,
     preset: Option<String>,
     max_groups_bytes: usize,
     group_filter: Option<String>,
@@ -785,12 +783,12 @@ struct RawHeaders {
 impl Default for RawHeaders {
     fn default() -> Self {
         Self {
-            user: "X-Forwarded-User".into(),
-            email: "X-Forwarded-Email".into(),
-            name: "X-Forwarded-Name".into(),
-            groups: "X-Forwarded-Groups".into(),
-            workspace: "X-Forwarded-Workspace".into(),
-            permission_set: "X-Forwarded-Permission-Set".into(),
+            user: None,
+            email: None,
+            name: None,
+            groups: None,
+            workspace: None,
+            permission_set: None,
             preset: None,
             max_groups_bytes: 4096,
             group_filter: None,
@@ -897,7 +895,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment, base: PathBuf) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|err| ConfigError {
+        // Lossy: a number or boolean key given as text (every environment variable is text,
+        // see `EnvVars`) is read as one; a string key keeps the text exactly as written.
+        let raw: RawConfig = figment.extract_lossy().map_err(|err| ConfigError {
             problems: err.into_iter().map(describe_figment_error).collect(),
         })?;
         let mut v = Validator {
@@ -914,14 +914,130 @@ impl Config {
     }
 }
 
-fn env_provider() -> Env {
-    Env::prefixed("SAMLGATE_").split("__").ignore(&["CONFIG"])
+fn env_provider() -> EnvVars {
+    EnvVars
 }
 
+/// `SAMLGATE_<SECTION>__<KEY>` environment variables. Only names with `__` are config: the
+/// others under the prefix are not ours (Kubernetes service links such as
+/// `SAMLGATE_SERVICE_HOST` or `SAMLGATE_PORT_8080_TCP_ADDR` for a Service named `samlgate`,
+/// and `SAMLGATE_CONFIG`). Values are kept as the text they are (a token of digits stays the
+/// string it is, leading zeros and all), except a TOML-style list or table (`["a", "b"]`);
+/// number and boolean keys read the text lossily (see `Config::from_figment`).
+struct EnvVars;
+
+impl EnvVars {
+    fn env() -> Env {
+        Env::prefixed("SAMLGATE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__")
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_SOURCE)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, text) in Self::env().iter() {
+            if let Value::Dict(_, nested) = figment::util::nest(key.as_str(), env_value(text)) {
+                merge_dict(&mut dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// An environment variable's value: a TOML-style list or table as such, anything else as the
+/// text it is (never a number: `0123` would lose its zero, `1.50` its last digit).
+fn env_value(text: String) -> Value {
+    match text.parse::<Value>() {
+        Ok(v @ (Value::Array(..) | Value::Dict(..))) => v,
+        _ => Value::from(text),
+    }
+}
+
+/// The name of the environment provider, as errors carry it.
+const ENV_SOURCE: &str = "`SAMLGATE_` environment variable(s)";
+
+fn merge_dict(into: &mut Dict, from: Dict) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Dict(_, a)), Value::Dict(_, b)) => merge_dict(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `session.previous_secrets`: a list, or (handy in an environment variable) one string of
+/// comma-separated secrets.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of strings or one comma-separated string")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// What kind of value serde found, never the value itself (it may be a secret).
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "an empty value",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another type",
+    }
+}
+
+/// One line for one figment error: the key, the problem, never the value found (a type error
+/// in `session.secret` would otherwise print the secret).
 fn describe_figment_error(err: figment::Error) -> String {
+    use figment::error::{Actual, Kind};
     let key = err.path.join(".");
+    let from_env = err.metadata.as_ref().is_some_and(|m| m.name == ENV_SOURCE);
+    let source = if from_env && !err.path.is_empty() {
+        format!(
+            " (from ${})",
+            format!("SAMLGATE_{}", err.path.join("__")).to_ascii_uppercase()
+        )
+    } else {
+        String::new()
+    };
     let what = match &err.kind {
-        figment::error::Kind::UnknownField(field, expected) => {
+        Kind::UnknownField(field, expected) => {
             let key = if key.is_empty() {
                 field.to_string()
             } else if err.path.last().is_some_and(|last| last == field) {
@@ -929,17 +1045,131 @@ fn describe_figment_error(err: figment::Error) -> String {
             } else {
                 format!("{key}.{field}")
             };
+            let source = if from_env {
+                let var = key.replace('.', "__").to_ascii_uppercase();
+                if key.contains('.') {
+                    format!(" (from $SAMLGATE_{var})")
+                } else {
+                    format!(" (from a $SAMLGATE_{var}__... variable)")
+                }
+            } else {
+                String::new()
+            };
             return format!(
-                "{key}: unknown key (expected one of: {})",
+                "{key}: unknown key{source} (expected one of: {})",
                 expected.join(", ")
             );
         }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            let quote = !from_env
+                && expected.contains("string")
+                && matches!(
+                    actual,
+                    Actual::Bool(_) | Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_)
+                );
+            let expected = match expected.as_str() {
+                "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number",
+                "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+                "f32" | "f64" => "a number",
+                "a sequence" => "a list",
+                "a map" => "a table",
+                other => other,
+            };
+            if from_env && matches!(actual, Actual::Str(_)) {
+                // Every environment variable is text: "found a string" would say nothing.
+                format!("expected {expected}")
+            } else {
+                format!(
+                    "expected {expected}, found {}{}",
+                    kind_of(actual),
+                    if quote { " (write it in quotes)" } else { "" }
+                )
+            }
+        }
+        Kind::Unsupported(actual) => format!("unsupported value: {}", kind_of(actual)),
+        Kind::UnsupportedKey(actual, expected) => {
+            format!("unsupported key: {}, expected {expected}", kind_of(actual))
+        }
+        Kind::UnknownVariant(_, expected) => {
+            format!("unknown value, expected one of: {}", expected.join(", "))
+        }
+        // A TOML syntax error quotes the offending line, which may hold a secret: keep its
+        // position and reason only.
+        Kind::Message(msg) => msg
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !(l.starts_with('|')
+                    || l.split_once('|').is_some_and(|(n, _)| {
+                        !n.trim().is_empty() && n.trim().bytes().all(|b| b.is_ascii_digit())
+                    }))
+            })
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": "),
         kind => kind.to_string(),
     };
     if key.is_empty() {
-        what
+        format!("{what}{source}")
     } else {
-        format!("{key}: {what}")
+        format!("{key}: {what}{source}")
+    }
+}
+
+/// Why the redis client would refuse `url` (parsed as it parses it, without connecting); the
+/// URL itself is never part of the answer, since it may carry a password.
+fn redis_url_problem(url: &str) -> Option<String> {
+    use redis::IntoConnectionInfo;
+    const FORM: &str = "write redis://[:password@]host:6379/0 or rediss://...";
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("not a valid URL ({e}); {FORM}")),
+    };
+    if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+        return Some(format!(
+            "the scheme {:?} is not redis:// or rediss://; {FORM}",
+            parsed.scheme()
+        ));
+    }
+    match url.into_connection_info() {
+        Ok(_) => None,
+        Err(e) => {
+            let text = e.to_string();
+            let why = text
+                .rsplit_once(" - ")
+                .map_or(text.as_str(), |(why, _)| why);
+            Some(if why == "Invalid database number" {
+                "the database (the URL's path) must be a number, e.g. redis://host:6379/0".into()
+            } else {
+                format!("refused by the Redis client: {why}")
+            })
+        }
+    }
+}
+
+/// `value` with any `user:password@` replaced by `***@`, for error messages.
+/// The port written in an absolute URL's authority, if any.
+fn written_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.1.strip_prefix(':'),
+        None => host_port.split_once(':').map(|(_, p)| p),
+    };
+    after_host.filter(|p| !p.is_empty())
+}
+
+fn redact_userinfo(value: &str) -> String {
+    let (scheme, rest) = match value.find("://") {
+        Some(i) => value.split_at(i + 3),
+        None => ("", value),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => value.to_string(),
     }
 }
 
@@ -953,9 +1183,10 @@ impl Validator {
         self.problems.push(format!("{key}: {msg}"));
     }
 
-    fn duration(&mut self, key: &str, value: &str) -> Duration {
+    /// A duration, or `None` (reported) when it does not parse.
+    fn parse_duration(&mut self, key: &str, value: &str) -> Option<Duration> {
         match humantime::parse_duration(value.trim()) {
-            Ok(d) => d,
+            Ok(d) => Some(d),
             Err(e) => {
                 self.problem(
                     key,
@@ -963,8 +1194,32 @@ impl Validator {
                         "{value:?} is not a duration ({e}); write e.g. \"90s\", \"15m\", \"12h\""
                     ),
                 );
-                Duration::ZERO
+                None
             }
+        }
+    }
+
+    /// A duration that may be anything, zero included (zero when it does not parse).
+    fn duration(&mut self, key: &str, value: &str) -> Duration {
+        self.parse_duration(key, value).unwrap_or(Duration::ZERO)
+    }
+
+    /// A duration of at least `min` (written as `min_text`), with `why` it cannot be shorter.
+    /// One problem at most: a value that does not parse is not also "too short".
+    fn duration_at_least(
+        &mut self,
+        key: &str,
+        value: &str,
+        (min, min_text): (Duration, &str),
+        why: &str,
+    ) -> Duration {
+        match self.parse_duration(key, value) {
+            Some(d) if d < min => {
+                self.problem(key, format_args!("must be at least \"{min_text}\" ({why})"));
+                min
+            }
+            Some(d) => d,
+            None => min,
         }
     }
 
@@ -999,36 +1254,53 @@ impl Validator {
     }
 
     /// A secret given inline or as a `*_file` twin (whose trailing newline is dropped).
+    /// `Ok(None)`: neither is set; `Err(())`: a problem was reported (both set, file unreadable).
     fn secret(
         &mut self,
         key: &str,
         inline: Option<String>,
         file: Option<String>,
-    ) -> Option<Secret> {
+    ) -> Result<Option<Secret>, ()> {
         match (inline, file) {
             (Some(_), Some(_)) => {
                 self.problem(
                     key,
                     format_args!("set either {key} or {key}_file, not both"),
                 );
-                None
+                Err(())
             }
-            (Some(s), None) => Some(Secret::new(s)),
+            (Some(s), None) => Ok(Some(Secret::new(s))),
             (None, Some(f)) => {
                 let p = self.path(&f);
                 match std::fs::read_to_string(&p) {
-                    Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
+                    Ok(s) => Ok(Some(Secret::new(
+                        s.trim_end_matches(['\r', '\n']).to_string(),
+                    ))),
                     Err(e) => {
                         self.problem(
                             &format!("{key}_file"),
                             format_args!("cannot read {}: {e}", p.display()),
                         );
-                        None
+                        Err(())
                     }
                 }
             }
-            (None, None) => None,
+            (None, None) => Ok(None),
         }
+    }
+
+    /// A PEM CA bundle: it must be readable and hold at least one certificate.
+    fn ca_file(&mut self, key: &str, value: &str) -> PathBuf {
+        let p = self.path(value);
+        let why = match crate::outbound::read_ca_file(&p) {
+            Ok(certs) if !certs.is_empty() => None,
+            Ok(_) => Some("no PEM certificate in it".to_string()),
+            Err(e) => Some(e),
+        };
+        if let Some(why) = why {
+            self.problem(key, format_args!("{}: {why}", p.display()));
+        }
+        p
     }
 
     fn header_name(&mut self, key: &str, value: &str) -> HeaderName {
@@ -1054,6 +1326,7 @@ impl Validator {
             .collect()
     }
 
+    /// An absolute http(s) URL. Errors show it with any `user:password@` masked.
     fn http_url(&mut self, key: &str, value: &str) -> Option<http::Uri> {
         match value.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
@@ -1062,11 +1335,31 @@ impl Validator {
             _ => {
                 self.problem(
                     key,
-                    format_args!("{value:?} is not an absolute http(s) URL"),
+                    format_args!(
+                        "{:?} is not an absolute http(s) URL",
+                        redact_userinfo(value)
+                    ),
                 );
                 None
             }
         }
+    }
+
+    /// An absolute http(s) URL without a query or fragment (which would be silently dropped).
+    fn base_url(&mut self, key: &str, value: &str) -> Option<http::Uri> {
+        let uri = self.http_url(key, value)?;
+        if value.contains('#') {
+            self.problem(key, "must not have a fragment (#...)");
+            return None;
+        }
+        if uri.query().is_some() {
+            self.problem(
+                key,
+                "must not have a query (?...): it would be dropped from every request",
+            );
+            return None;
+        }
+        Some(uri)
     }
 
     fn build(&mut self, raw: RawConfig) -> Option<Config> {
@@ -1117,23 +1410,24 @@ impl Validator {
                 );
                 "http://127.0.0.1".to_string()
             }
-            Some(u) => {
-                let trimmed = u.trim_end_matches('/').to_string();
-                match self.http_url("server.public_url", &trimmed) {
-                    Some(uri) if uri.path() != "/" && !uri.path().is_empty() => {
-                        self.problem(
-                            "server.public_url",
-                            "must not have a path; samlgate serves from the root of its host",
-                        );
-                    }
-                    Some(uri) if uri.query().is_some() => {
-                        self.problem("server.public_url", "must not have a query")
-                    }
-                    _ => {}
-                }
-                trimmed
-            }
+            Some(u) => self
+                .public_url(&u)
+                .unwrap_or_else(|| "http://127.0.0.1".to_string()),
         };
+        if listen.port() != 0
+            && listen.port() == admin_listen.port()
+            && (listen.ip() == admin_listen.ip()
+                || listen.ip().is_unspecified()
+                || admin_listen.ip().is_unspecified())
+        {
+            self.problem(
+                "server.admin_listen",
+                format_args!(
+                    "{admin_listen} overlaps server.listen ({listen}): both cannot listen on port {}; give the admin listener a port of its own (e.g. \"127.0.0.1:9090\")",
+                    listen.port()
+                ),
+            );
+        }
         let tls = raw.tls.and_then(|t| match (t.cert_file, t.key_file) {
             (Some(c), Some(k)) => Some(TlsConfig {
                 cert_file: self.existing_file("server.tls.cert_file", &c),
@@ -1151,25 +1445,23 @@ impl Validator {
             self.problem("server.max_header_bytes", "must be at least 1024");
         }
         let shutdown_grace = self.duration("server.shutdown_grace", &raw.shutdown_grace);
-        let header_read_timeout =
-            self.duration("server.header_read_timeout", &raw.header_read_timeout);
-        if header_read_timeout < Duration::from_secs(1) {
-            self.problem(
-                "server.header_read_timeout",
-                "must be at least 1s (it cuts clients that send their request head too slowly)",
-            );
-        }
-        let send_timeout = self.duration("server.send_timeout", &raw.send_timeout);
-        if send_timeout < Duration::from_secs(1) {
-            self.problem(
-                "server.send_timeout",
-                "must be at least 1s (it cuts clients that stop reading their response)",
-            );
-        }
+        let header_read_timeout = self.duration_at_least(
+            "server.header_read_timeout",
+            &raw.header_read_timeout,
+            (Duration::from_secs(1), "1s"),
+            "it cuts clients that send their request head too slowly",
+        );
+        let send_timeout = self.duration_at_least(
+            "server.send_timeout",
+            &raw.send_timeout,
+            (Duration::from_secs(1), "1s"),
+            "it cuts clients that stop reading their response",
+        );
         ServerConfig {
             listen,
             trusted_proxies,
             admin_listen,
+            // `public_url` is normalised: its scheme is lower-case.
             public_https: public_url.starts_with("https://"),
             public_url,
             tls,
@@ -1185,6 +1477,53 @@ impl Validator {
         }
     }
 
+    /// `server.public_url`, normalised (scheme and host lower-case, no default port, no
+    /// trailing slash), so that every later test of it (`https://`) sees one spelling.
+    fn public_url(&mut self, value: &str) -> Option<String> {
+        const KEY: &str = "server.public_url";
+        let trimmed = value.trim().trim_end_matches('/');
+        let parsed = url::Url::parse(trimmed)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        let Some(url) = parsed else {
+            self.problem(
+                KEY,
+                format_args!(
+                    "{:?} is not an absolute http(s) URL, e.g. \"https://dash.example.com\"",
+                    redact_userinfo(value)
+                ),
+            );
+            return None;
+        };
+        let mut ok = true;
+        if !url.username().is_empty() || url.password().is_some() {
+            self.problem(KEY, "must not carry user:password@");
+            ok = false;
+        }
+        if url.path() != "/" {
+            self.problem(
+                KEY,
+                "must not have a path; samlgate serves from the root of its host",
+            );
+            ok = false;
+        }
+        if url.query().is_some() {
+            self.problem(KEY, "must not have a query");
+            ok = false;
+        }
+        if url.fragment().is_some() {
+            self.problem(KEY, "must not have a fragment");
+            ok = false;
+        }
+        // Scheme and host lower-cased; a port kept as written, even the scheme's default (the
+        // url crate drops it), since the ACS URL registered at the IdP is compared byte for byte.
+        let base = url.as_str().trim_end_matches('/');
+        ok.then(|| match (url.port(), written_port(trimmed)) {
+            (None, Some(port)) => format!("{base}:{port}"),
+            _ => base.to_string(),
+        })
+    }
+
     fn upstream(&mut self, raw: RawUpstream) -> Option<UpstreamConfig> {
         let url = match raw.url {
             None => {
@@ -1194,17 +1533,26 @@ impl Validator {
                 );
                 None
             }
-            Some(u) => self.http_url("upstream.url", &u),
+            Some(u) => self.base_url("upstream.url", &u),
         };
-        let connect_timeout = self.duration("upstream.connect_timeout", &raw.connect_timeout);
-        let request_timeout = self.duration("upstream.request_timeout", &raw.request_timeout);
-        let keepalive_timeout = self.duration("upstream.keepalive_timeout", &raw.keepalive_timeout);
-        if keepalive_timeout < Duration::from_secs(1) {
-            self.problem(
-                "upstream.keepalive_timeout",
-                "must be at least 1s (idle upstream connections are closed on a 1-second tick)",
-            );
-        }
+        let connect_timeout = self.duration_at_least(
+            "upstream.connect_timeout",
+            &raw.connect_timeout,
+            (Duration::from_millis(10), "10ms"),
+            "no connection to the dashboard could be made in less",
+        );
+        let request_timeout = self.duration_at_least(
+            "upstream.request_timeout",
+            &raw.request_timeout,
+            (Duration::from_secs(1), "1s"),
+            "every request would end in a 504 page",
+        );
+        let keepalive_timeout = self.duration_at_least(
+            "upstream.keepalive_timeout",
+            &raw.keepalive_timeout,
+            (Duration::from_secs(1), "1s"),
+            "idle upstream connections are closed on a 1-second tick",
+        );
         let public_paths = raw
             .public_paths
             .iter()
@@ -1224,9 +1572,7 @@ impl Validator {
                 );
             }
         }
-        let ca_file = raw
-            .ca_file
-            .map(|f| self.existing_file("upstream.ca_file", &f));
+        let ca_file = raw.ca_file.map(|f| self.ca_file("upstream.ca_file", &f));
         Some(UpstreamConfig {
             url: url?,
             connect_timeout,
@@ -1254,10 +1600,12 @@ impl Validator {
                 let url = self
                     .http_url("saml.idp_metadata_url", &u)
                     .unwrap_or_default();
-                let refresh = self.duration("saml.idp_metadata_refresh", &raw.idp_metadata_refresh);
-                if refresh < Duration::from_secs(60) {
-                    self.problem("saml.idp_metadata_refresh", "must be at least \"1m\"");
-                }
+                let refresh = self.duration_at_least(
+                    "saml.idp_metadata_refresh",
+                    &raw.idp_metadata_refresh,
+                    (Duration::from_secs(60), "1m"),
+                    "the IdP is not asked more often",
+                );
                 IdpMetadataSource::Url {
                     url,
                     refresh,
@@ -1291,8 +1639,18 @@ impl Validator {
                 "at most \"10m\"; fix the clocks (NTP) instead",
             );
         }
-        let max_issue_age = self.duration("saml.max_issue_age", &raw.max_issue_age);
-        let login_timeout = self.duration("saml.login_timeout", &raw.login_timeout);
+        let max_issue_age = self.duration_at_least(
+            "saml.max_issue_age",
+            &raw.max_issue_age,
+            (Duration::from_secs(10), "10s"),
+            "a response is posted seconds after the IdP issues it; less refuses sign-ins",
+        );
+        let login_timeout = self.duration_at_least(
+            "saml.login_timeout",
+            &raw.login_timeout,
+            (Duration::from_secs(60), "1m"),
+            "people need time to sign in at the IdP",
+        );
         let mut allowed_algorithms = vec![];
         for a in &raw.allowed_algorithms {
             match SignatureAlgorithm::parse(a) {
@@ -1357,23 +1715,23 @@ impl Validator {
     }
 
     fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
-        let secret = self.secret("session.secret", raw.secret, raw.secret_file);
-        let secret = match secret {
-            None => {
+        let secret = match self.secret("session.secret", raw.secret, raw.secret_file) {
+            Err(()) => None,
+            Ok(None) => {
                 self.problem(
                     "session.secret",
                     "missing: at least 32 random bytes (e.g. `openssl rand -base64 48`), or session.secret_file",
                 );
                 None
             }
-            Some(s) if s.expose().len() < 32 => {
+            Ok(Some(s)) if s.expose().trim().len() < 32 => {
                 self.problem(
                     "session.secret",
-                    "too short: at least 32 bytes are required",
+                    "too short: at least 32 bytes are required (e.g. `openssl rand -base64 48`)",
                 );
                 None
             }
-            Some(s) => Some(s),
+            Ok(Some(s)) => Some(s),
         };
         let mut previous_secrets: Vec<Secret> =
             raw.previous_secrets.into_iter().map(Secret::new).collect();
@@ -1409,14 +1767,20 @@ impl Validator {
                 "use letters, digits, '-', '_' or '.', not starting with \"__\"",
             );
         }
-        let lifetime = self.duration("session.lifetime", &raw.lifetime);
-        let idle_timeout = self.duration("session.idle_timeout", &raw.idle_timeout);
-        if lifetime < Duration::from_secs(60) {
-            self.problem("session.lifetime", "must be at least \"1m\"");
-        }
-        if idle_timeout < Duration::from_secs(60) {
-            self.problem("session.idle_timeout", "must be at least \"1m\"");
-        }
+        let lifetime = self.duration_at_least(
+            "session.lifetime",
+            &raw.lifetime,
+            (Duration::from_secs(60), "1m"),
+            "shorter sessions send people back to the IdP all the time",
+        );
+        // An idle timeout longer than the lifetime is harmless (the lifetime ends the session
+        // first), so it is accepted.
+        let idle_timeout = self.duration_at_least(
+            "session.idle_timeout",
+            &raw.idle_timeout,
+            (Duration::from_secs(60), "1m"),
+            "shorter sessions send people back to the IdP all the time",
+        );
         let store = match raw.store.as_str() {
             "memory" => StoreKind::Memory,
             "redis" => StoreKind::Redis,
@@ -1428,43 +1792,36 @@ impl Validator {
                 StoreKind::Memory
             }
         };
-        let redis_url = match raw.redis_url_file {
-            Some(f) => self
-                .secret("session.redis_url", None, Some(f))
-                .unwrap_or_else(|| Secret::new("")),
-            None => Secret::new(raw.redis_url),
+        let redis_url = match self.secret("session.redis_url", raw.redis_url, raw.redis_url_file) {
+            Ok(Some(u)) => Some(u),
+            Ok(None) => Some(Secret::new("redis://127.0.0.1:6379/0")),
+            Err(()) => None,
         };
-        if store == StoreKind::Redis {
-            let u = redis_url.expose();
-            if !(u.starts_with("redis://")
-                || u.starts_with("rediss://")
-                || u.starts_with("redis+unix://")
-                || u.starts_with("unix://"))
-                || url::Url::parse(u).is_err()
-            {
-                // Never echo the URL: it may carry a password.
-                self.problem("session.redis_url", "not a redis:// or rediss:// URL");
-            }
+        if store == StoreKind::Redis
+            && let Some(u) = &redis_url
+            && let Some(why) = redis_url_problem(u.expose())
+        {
+            // Never echo the URL: it may carry a password.
+            self.problem("session.redis_url", why);
         }
+        let tls = redis_url
+            .as_ref()
+            .is_some_and(|u| u.expose().to_ascii_lowercase().starts_with("rediss://"));
         let redis_ca_file = raw.redis_ca_file.map(|f| {
-            if store == StoreKind::Redis && !redis_url.expose().starts_with("rediss://") {
+            if store == StoreKind::Redis && redis_url.is_some() && !tls {
                 self.problem(
                     "session.redis_ca_file",
                     "set, but session.redis_url is not rediss:// (TLS): Redis would be reached without TLS",
                 );
             }
-            let p = self.path(&f);
-            let why = match crate::outbound::read_ca_file(&p) {
-                Ok(certs) if !certs.is_empty() => None,
-                Ok(_) => Some("no PEM certificate in it".to_string()),
-                Err(e) => Some(e),
-            };
-            if let Some(why) = why {
-                self.problem("session.redis_ca_file", format_args!("{}: {why}", p.display()));
-            }
-            p
+            self.ca_file("session.redis_ca_file", &f)
         });
-        let operation_timeout = self.duration("session.operation_timeout", &raw.operation_timeout);
+        let operation_timeout = self.duration_at_least(
+            "session.operation_timeout",
+            &raw.operation_timeout,
+            (Duration::from_millis(10), "10ms"),
+            "every request needs the store; less would refuse them",
+        );
         let local_ttl = self.duration("session.local_ttl", &raw.local_ttl);
         if local_ttl > Duration::from_secs(60) {
             self.problem(
@@ -1482,7 +1839,7 @@ impl Validator {
             lifetime,
             idle_timeout,
             store,
-            redis_url,
+            redis_url: redis_url.unwrap_or_else(|| Secret::new("")),
             redis_ca_file,
             redis_key_prefix: raw.redis_key_prefix,
             operation_timeout,
@@ -1510,14 +1867,46 @@ impl Validator {
                 .http_url("provisioning.url", &u)
                 .map(|_| u.trim_end_matches('/').to_string()),
         };
-        let token = self.secret("provisioning.token", raw.token, raw.token_file);
-        if token.is_none() {
-            self.problem(
-                "provisioning.token",
-                "missing: the admin API's bearer token (or provisioning.token_file)",
-            );
-        }
-        let timeout = self.duration("provisioning.timeout", &raw.timeout);
+        let from_file = raw.token_file.is_some();
+        let token = match self.secret("provisioning.token", raw.token, raw.token_file) {
+            Err(()) => None,
+            Ok(None) => {
+                self.problem(
+                    "provisioning.token",
+                    "missing: the admin API's bearer token (or provisioning.token_file)",
+                );
+                None
+            }
+            Ok(Some(t)) if t.expose().trim().is_empty() => {
+                self.problem(
+                    "provisioning.token",
+                    if from_file {
+                        "empty (provisioning.token_file holds nothing but whitespace)"
+                    } else {
+                        "empty: set the admin API's bearer token"
+                    },
+                );
+                None
+            }
+            // The token goes into `Authorization: Bearer <token>`; a newline or other control
+            // character inside it cannot (serve would refuse to start).
+            Ok(Some(t))
+                if http::HeaderValue::try_from(format!("Bearer {}", t.expose())).is_err() =>
+            {
+                self.problem(
+                    "provisioning.token",
+                    "contains characters not allowed in an HTTP header (a newline or another control character)",
+                );
+                None
+            }
+            Ok(Some(t)) => Some(t),
+        };
+        let timeout = self.duration_at_least(
+            "provisioning.timeout",
+            &raw.timeout,
+            (Duration::from_millis(100), "100ms"),
+            "every admin API call would time out",
+        );
         let cache_ttl = self.duration("provisioning.cache_ttl", &raw.cache_ttl);
         let payload = match raw.payload.as_str() {
             "scim" => Some(Payload::Scim),
@@ -1547,6 +1936,14 @@ impl Validator {
                     );
                 }
                 match origin {
+                    // Sent as the X-Request-Origin header: serve would refuse one that cannot be.
+                    Some(o) if http::HeaderValue::try_from(o.as_str()).is_err() => {
+                        self.problem(
+                            "provisioning.braze.request_origin",
+                            "contains characters not allowed in an HTTP header (a newline or another control character)",
+                        );
+                        None
+                    }
                     Some(o) if !o.is_empty() => Some(Payload::Braze {
                         request_origin: o,
                         department,
@@ -1640,33 +2037,6 @@ impl Validator {
     }
 
     fn headers(&mut self, raw: RawHeaders, public_url: &str) -> HeadersConfig {
-        let own = [
-            raw.user,
-            raw.email,
-            raw.name,
-            raw.groups,
-            raw.workspace,
-            raw.permission_set,
-        ];
-        let names = match raw.preset.as_deref() {
-            None => own,
-            Some("grafana") => [
-                "X-WEBAUTH-USER",
-                "X-WEBAUTH-EMAIL",
-                "X-WEBAUTH-NAME",
-                "X-WEBAUTH-GROUPS",
-                "X-WEBAUTH-WORKSPACE",
-                "X-WEBAUTH-ROLE",
-            ]
-            .map(String::from),
-            Some(other) => {
-                self.problem(
-                    "headers.preset",
-                    format_args!("{other:?} is unknown: the only preset is \"grafana\""),
-                );
-                own
-            }
-        };
         let keys = [
             "headers.user",
             "headers.email",
@@ -1675,16 +2045,74 @@ impl Validator {
             "headers.workspace",
             "headers.permission_set",
         ];
+        let own = [
+            raw.user,
+            raw.email,
+            raw.name,
+            raw.groups,
+            raw.workspace,
+            raw.permission_set,
+        ];
+        let defaults = [
+            "X-Forwarded-User",
+            "X-Forwarded-Email",
+            "X-Forwarded-Name",
+            "X-Forwarded-Groups",
+            "X-Forwarded-Workspace",
+            "X-Forwarded-Permission-Set",
+        ];
+        let own_or_default = |own: [Option<String>; 6]| {
+            let mut i = 0;
+            own.map(|o| {
+                let name = o.unwrap_or_else(|| defaults[i].to_string());
+                i += 1;
+                name
+            })
+        };
+        let names = match raw.preset.as_deref() {
+            None => own_or_default(own),
+            Some("grafana") => {
+                // The preset sets every name: a name set as well would be silently ignored.
+                for (key, o) in keys.iter().zip(&own) {
+                    if o.is_some() {
+                        self.problem(
+                            key,
+                            "ignored: headers.preset = \"grafana\" sets every name; remove one of them",
+                        );
+                    }
+                }
+                [
+                    "X-WEBAUTH-USER",
+                    "X-WEBAUTH-EMAIL",
+                    "X-WEBAUTH-NAME",
+                    "X-WEBAUTH-GROUPS",
+                    "X-WEBAUTH-WORKSPACE",
+                    "X-WEBAUTH-ROLE",
+                ]
+                .map(String::from)
+            }
+            Some(other) => {
+                self.problem(
+                    "headers.preset",
+                    format_args!("{other:?} is unknown: the only preset is \"grafana\""),
+                );
+                own_or_default(own)
+            }
+        };
         let parsed: Vec<HeaderName> = keys
             .iter()
             .zip(names.iter())
             .map(|(k, v)| self.header_name(k, v))
             .collect();
         let jwt = raw.jwt.map(|j| {
-            let ttl = self.duration("headers.jwt.ttl", &j.ttl);
-            if ttl > Duration::from_secs(300) || ttl < Duration::from_secs(10) {
-                self.problem("headers.jwt.ttl", "must be between \"10s\" and \"5m\"");
-            }
+            let ttl = match self.parse_duration("headers.jwt.ttl", &j.ttl) {
+                Some(ttl) if ttl > Duration::from_secs(300) || ttl < Duration::from_secs(10) => {
+                    self.problem("headers.jwt.ttl", "must be between \"10s\" and \"5m\"");
+                    Duration::from_secs(300)
+                }
+                Some(ttl) => ttl,
+                None => Duration::from_secs(300),
+            };
             if j.audience.trim().is_empty() {
                 self.problem("headers.jwt.audience", "must not be empty");
             }
@@ -1705,6 +2133,37 @@ impl Validator {
         });
         if raw.max_groups_bytes < 64 {
             self.problem("headers.max_groups_bytes", "must be at least 64");
+        }
+        // Each identity header needs a name of its own that no proxy or HTTP machinery owns.
+        let mut named: Vec<(&str, String, &str)> = keys
+            .iter()
+            .zip(&parsed)
+            .zip(defaults)
+            .map(|((k, h), default)| (*k, h.as_str().replace('_', "-"), default))
+            .collect();
+        if let Some(j) = &jwt {
+            named.push((
+                "headers.jwt.header",
+                j.header.as_str().replace('_', "-"),
+                "X-Samlgate-Jwt-Assertion",
+            ));
+        }
+        for (i, (key, name, default)) in named.iter().enumerate() {
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                self.problem(
+                    key,
+                    format_args!(
+                        "{name:?} is reserved (HTTP framing, credentials or a header the proxy sets): pick another name, e.g. the default {default:?}"
+                    ),
+                );
+            } else if let Some((other, ..)) = named[..i].iter().find(|(_, n, _)| n == name) {
+                self.problem(
+                    key,
+                    format_args!(
+                        "{name:?} is also {other}'s header: each identity field needs a header of its own"
+                    ),
+                );
+            }
         }
         let [user, email, name, groups, workspace, permission_set] =
             <[HeaderName; 6]>::try_from(parsed)
@@ -1796,6 +2255,26 @@ impl Validator {
     }
 }
 
+/// Header names an identity header may not take (lower-case, `-`): message framing, hop-by-hop,
+/// credentials and the `X-Forwarded-*` headers the proxy sets itself.
+const RESERVED_HEADERS: [&str; 15] = [
+    "host",
+    "cookie",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 /// The placeholders a provisioning template may use.
 pub const TEMPLATE_PLACEHOLDERS: [&str; 6] = [
     "email",
@@ -1828,4 +2307,118 @@ fn check_template(text: &str) -> Result<(), String> {
     serde_json::from_str::<serde_json::Value>(text)
         .map(|_| ())
         .map_err(|e| format!("is not JSON once filled in: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        token: String,
+        count: usize,
+        on: bool,
+        #[serde(deserialize_with = "list_or_comma_separated")]
+        list: Vec<String>,
+    }
+
+    fn from_env_texts(pairs: &[(&str, &str)]) -> Result<Sample, String> {
+        let mut figment = Figment::new();
+        for (k, v) in pairs {
+            figment = figment.merge((*k, env_value((*v).to_string())));
+        }
+        figment.extract_lossy().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn environment_values_keep_their_text_for_strings_and_convert_for_numbers() {
+        let s = from_env_texts(&[
+            ("token", "0987654321"),
+            ("count", "42"),
+            ("on", "true"),
+            ("list", "a, b,,c"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.token, "0987654321");
+        assert_eq!((s.count, s.on), (42, true));
+        assert_eq!(s.list, ["a", "b", "c"]);
+        let s = from_env_texts(&[
+            ("token", "1.50"),
+            ("count", "1"),
+            ("on", "false"),
+            ("list", "[\"x,y\", \"z\"]"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.token, "1.50");
+        assert_eq!(s.list, ["x,y", "z"]);
+    }
+
+    #[test]
+    fn type_errors_name_the_type_not_the_value() {
+        let err = Figment::new()
+            .merge(("token", vec!["hunter2-in-a-list"]))
+            .merge(("count", 1))
+            .merge(("on", true))
+            .merge(("list", "a"))
+            .extract_lossy::<Sample>()
+            .expect_err("a list is not a string");
+        let text = err
+            .into_iter()
+            .map(describe_figment_error)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(text, "token: expected a string, found a list");
+    }
+
+    #[test]
+    fn the_written_port_is_found_whatever_the_host() {
+        assert_eq!(written_port("https://h.example:443"), Some("443"));
+        assert_eq!(
+            written_port("https://u:p@h.example:8443/x?y#z"),
+            Some("8443")
+        );
+        assert_eq!(written_port("http://[::1]:80"), Some("80"));
+        assert_eq!(written_port("http://[::1]"), None);
+        assert_eq!(written_port("https://h.example"), None);
+        assert_eq!(written_port("https://h.example:"), None);
+    }
+
+    #[test]
+    fn userinfo_is_masked() {
+        assert_eq!(
+            redact_userinfo("gopher://u:pw@host/x@y"),
+            "gopher://***@host/x@y"
+        );
+        assert_eq!(redact_userinfo("u:pw@host"), "***@host");
+        assert_eq!(
+            redact_userinfo("https://host/?a=b@c"),
+            "https://host/?a=b@c"
+        );
+    }
+
+    #[test]
+    fn path_patterns_take_a_star_only_as_a_whole_last_segment() {
+        let ok = |s: &str| PathPattern::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok("/static/*"), PathPattern::Prefix("/static/".into()));
+        assert_eq!(ok("/*"), PathPattern::Prefix("/".into()));
+        assert_eq!(ok("/healthz"), PathPattern::Exact("/healthz".into()));
+        for bad in ["/st*", "/static*", "/*/x", "/a/*/*", "*", "/a/**"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redis_urls_are_checked_as_the_client_parses_them() {
+        assert_eq!(redis_url_problem("redis://:pw@127.0.0.1:6379/0"), None);
+        assert_eq!(redis_url_problem("rediss://redis.internal/2"), None);
+        for bad in [
+            "redis://127.0.0.1:6379/notadb",
+            "redis://127.0.0.1:99999/0",
+            "http://127.0.0.1:6379/0",
+            "rediss://h/0#nope",
+        ] {
+            let why = redis_url_problem(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(!why.contains("127.0.0.1"), "{why}");
+        }
+    }
 }

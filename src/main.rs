@@ -164,11 +164,30 @@ fn serve(path: PathBuf) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "samlgate failed");
-            eprintln!("samlgate: {e:#}");
+            let message = error_chain(&e);
+            tracing::error!(error = %message, "samlgate failed");
+            eprintln!("samlgate: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `": "`-joined, each cause said once: an error whose
+/// message already includes its source's (`cannot listen on … : Address already in use`) is
+/// not followed by that source again.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// `samlgate demo`: everything on loopback until SIGINT/SIGTERM, then exit 0.
@@ -187,7 +206,7 @@ fn demo(ports: DemoPorts) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("samlgate demo: {e:#}");
+            eprintln!("samlgate demo: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

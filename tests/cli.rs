@@ -455,3 +455,626 @@ async fn a_closed_log_pipe_stops_neither_serving_nor_shutdown() {
     }
     assert_eq!(terminate(served).await.code(), Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Audit findings: each config problem `check` must report (once, without secrets), and what it
+// must accept.
+// ---------------------------------------------------------------------------------------------
+
+/// `check` on `text` (written into `dir`) with `env`: the exit status and everything printed.
+fn check_text(dir: &tempfile::TempDir, text: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let path = write_config(dir, text);
+    let (code, out, err) = run_cli(&["check", "--config", &path], env);
+    (code, format!("{out}{err}"))
+}
+
+/// The shipped config with each `(from, to)` replaced (each `from` must be there).
+fn shipped_with(edits: &[(&str, &str)]) -> String {
+    let mut text = shipped_config();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the shipped config");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// The problem lines of a `check` output that mention `key`.
+fn lines_about<'a>(output: &'a str, key: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- ") && l.contains(key))
+        .collect()
+}
+
+/// Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT`... for each Service;
+/// for a Service named `samlgate` (or `samlgate-redis`) they start with `SAMLGATE_` and are not
+/// config. Only `SAMLGATE_<SECTION>__<KEY>` is, and an unknown key in that form is still refused.
+#[test]
+fn kubernetes_service_link_variables_are_not_config() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
+    let links = [
+        ("SAMLGATE_SERVICE_HOST", "10.96.0.12"),
+        ("SAMLGATE_SERVICE_PORT", "80"),
+        ("SAMLGATE_SERVICE_PORT_HTTP", "80"),
+        ("SAMLGATE_PORT", "tcp://10.96.0.12:80"),
+        ("SAMLGATE_PORT_80_TCP", "tcp://10.96.0.12:80"),
+        ("SAMLGATE_PORT_80_TCP_ADDR", "10.96.0.12"),
+        ("SAMLGATE_REDIS_SERVICE_HOST", "10.96.0.13"),
+        ("SAMLGATE_REDIS_PORT", "tcp://10.96.0.13:6379"),
+        ("SAMLGATE_SAMLGATE_PORT_8080_TCP_ADDR", "10.96.0.14"),
+    ];
+    let (code, out, err) = run_cli(&["check", "--config", shipped], &links);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut with_typo = links.to_vec();
+    with_typo.push(("SAMLGATE_SESSION__SECRETT", "x"));
+    let (code, _, err) = run_cli(&["check", "--config", shipped], &with_typo);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("session.secrett: unknown key"), "{err}");
+    assert_eq!(err.matches("unknown key").count(), 1, "{err}");
+}
+
+/// A value of the wrong type is described by its type, never shown: it may be a secret.
+#[test]
+fn type_errors_and_url_errors_never_print_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
+    // A table where a list is expected, from the environment.
+    let (code, out) = {
+        let (code, out, err) = run_cli(
+            &["check", "--config", shipped],
+            &[(
+                "SAMLGATE_SESSION__PREVIOUS_SECRETS",
+                "{a = \"prevSECRETinatable\"}",
+            )],
+        );
+        (code, format!("{out}{err}"))
+    };
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("session.previous_secrets:"), "{out}");
+    assert!(out.contains("SAMLGATE_SESSION__PREVIOUS_SECRETS"), "{out}");
+    assert!(!out.contains("prevSECRET"), "{out}");
+    // A number where a string is expected, in the file.
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[("token = \"change-me\"", "token = 987654321")]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("provisioning.token: expected a string, found an integer"),
+        "{out}"
+    );
+    assert!(!out.contains("987654321"), "{out}");
+    // A TOML syntax error on a secret's line: the position and the reason, not the line.
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[(
+            "secret = \"change-me-to-48-random-bytes-openssl-rand-base64-48\"",
+            "secret = \"unterminatedSECRET0123456789abcdef0123",
+        )]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("line"), "{out}");
+    assert!(!out.contains("unterminatedSECRET"), "{out}");
+    // URLs with user:password@ are shown with it masked.
+    for (from, to) in [
+        (
+            "url = \"http://127.0.0.1:3000\"",
+            "url = \"gopher://u:hunter2pass@host/\"",
+        ),
+        (
+            "url = \"http://127.0.0.1:3000/scim/v2\"",
+            "url = \"ftp://u:hunter2pass@host/scim\"",
+        ),
+        (
+            "idp_metadata_file = \"config/idp-metadata.xml\"",
+            "idp_metadata_url = \"gopher://u:hunter2pass@idp/\"",
+        ),
+        (
+            "public_url = \"https://dash.example.com\"",
+            "public_url = \"gopher://u:hunter2pass@dash/\"",
+        ),
+    ] {
+        let (code, out) = check_text(&dir, &shipped_with(&[(from, to)]), &[]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("***@"), "{out}");
+        assert!(!out.contains("hunter2pass"), "{to}: {out}");
+    }
+}
+
+/// Every environment variable is text: a token of digits (leading zero and all) is the token,
+/// and previous secrets may be given as one comma-separated string.
+#[test]
+fn secrets_from_the_environment_are_taken_as_written() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
+    let (code, out, err) = run_cli(
+        &["check", "--config", shipped],
+        &[
+            ("SAMLGATE_PROVISIONING__TOKEN", "0987654321"),
+            (
+                "SAMLGATE_SESSION__SECRET",
+                "12345678901234567890123456789012345678901",
+            ),
+            (
+                "SAMLGATE_SESSION__PREVIOUS_SECRETS",
+                "prevSECRET0123456789abcdef0123456789, prevSECRET9876543210fedcba9876543210",
+            ),
+            // Number and boolean keys still read their text as a number or boolean.
+            ("SAMLGATE_SERVER__MAX_CONNECTIONS", "500"),
+            ("SAMLGATE_SAML__FORCE_AUTHN", "true"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // A TOML list works too; a short one is refused without being printed.
+    let (code, out, err) = run_cli(
+        &["check", "--config", shipped],
+        &[(
+            "SAMLGATE_SESSION__PREVIOUS_SECRETS",
+            "[\"prevSECRET0123456789abcdef0123456789\", \"prevSHORT\"]",
+        )],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("session.previous_secrets:"), "{err}");
+    assert!(!err.contains("prevS"), "{err}");
+}
+
+/// What `serve` would refuse, `check` reports: a token that cannot be an HTTP header value, a
+/// Redis URL the redis client refuses, both listeners on one address.
+#[test]
+fn check_reports_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "first-line\nsecond-line\n").unwrap();
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[(
+            "token = \"change-me\"",
+            &format!("token_file = \"{}\"", token_file.display()),
+        )]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("provisioning.token: contains characters not allowed in an HTTP header"),
+        "{out}"
+    );
+    assert!(!out.contains("first-line"), "{out}");
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[
+            ("store = \"memory\"", "store = \"redis\""),
+            (
+                "redis_url = \"redis://127.0.0.1:6379/0\"",
+                "redis_url = \"redis://:pw@127.0.0.1:6379/notadb\"",
+            ),
+        ]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("session.redis_url: the database (the URL's path) must be a number"),
+        "{out}"
+    );
+    assert!(!out.contains(":pw@"), "{out}");
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[
+            ("payload = \"scim\"", "payload = \"braze\""),
+            (
+                "# [provisioning.braze]",
+                "[provisioning.braze]\nrequest_origin = \"https://dash.example.com\\r\\nX-Evil: 1\"\n#",
+            ),
+        ]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("provisioning.braze.request_origin: contains characters not allowed"),
+        "{out}"
+    );
+    for admin in ["0.0.0.0:8080", "127.0.0.1:8080"] {
+        let (code, out) = check_text(
+            &dir,
+            &shipped_with(&[(
+                "admin_listen = \"127.0.0.1:9090\"",
+                &format!("admin_listen = \"{admin}\""),
+            )]),
+            &[],
+        );
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("server.admin_listen:"), "{out}");
+    }
+}
+
+/// An empty or blank token (inline, from the environment or from its file) is no token.
+#[test]
+fn an_empty_provisioning_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "  \n").unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
+    for (text, env) in [
+        (
+            shipped_with(&[("token = \"change-me\"", "token = \"\"")]),
+            vec![],
+        ),
+        (
+            shipped_with(&[("token = \"change-me\"", "token = \"   \"")]),
+            vec![],
+        ),
+        (
+            shipped_config(),
+            vec![("SAMLGATE_PROVISIONING__TOKEN", " ")],
+        ),
+        (
+            shipped_with(&[(
+                "token = \"change-me\"",
+                &format!("token_file = \"{}\"", token_file.display()),
+            )]),
+            vec![],
+        ),
+    ] {
+        let (code, out) = check_text(&dir, &text, &env);
+        assert_eq!(code, 2, "{env:?}: {out}");
+        assert!(out.contains("provisioning.token: empty"), "{env:?}: {out}");
+    }
+    let _ = shipped;
+}
+
+/// Identity headers may not take names that HTTP, credentials or the proxy own, nor share one.
+#[test]
+fn identity_header_names_must_be_free_and_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, key) in [
+        (
+            "user = \"X-Forwarded-User\"",
+            "user = \"Host\"",
+            "headers.user",
+        ),
+        (
+            "email = \"X-Forwarded-Email\"",
+            "email = \"authorization\"",
+            "headers.email",
+        ),
+        (
+            "name = \"X-Forwarded-Name\"",
+            "name = \"Transfer_Encoding\"",
+            "headers.name",
+        ),
+        (
+            "groups = \"X-Forwarded-Groups\"",
+            "groups = \"X-Forwarded-For\"",
+            "headers.groups",
+        ),
+        (
+            "workspace = \"X-Forwarded-Workspace\"",
+            "workspace = \"cookie\"",
+            "headers.workspace",
+        ),
+        (
+            "permission_set = \"X-Forwarded-Permission-Set\"",
+            "permission_set = \"x_forwarded_user\"",
+            "headers.permission_set",
+        ),
+        (
+            "# [headers.jwt]                  # optional signed identity assertion (ES256), like Pomerium's\n# header = \"X-Samlgate-Jwt-Assertion\"",
+            "[headers.jwt]\nheader = \"Proxy-Authorization\"",
+            "headers.jwt.header",
+        ),
+    ] {
+        let (code, out) = check_text(&dir, &shipped_with(&[(from, to)]), &[]);
+        assert_eq!(code, 2, "{to}: {out}");
+        assert_eq!(
+            lines_about(&out, &format!("{key}:")).len(),
+            1,
+            "{to}: {out}"
+        );
+    }
+    // Under the grafana preset, a name set as well would be ignored: said, naming both keys.
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[("# preset = \"grafana\"", "preset = \"grafana\"")]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    let lines = lines_about(&out, "headers.preset");
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(lines[0].contains("headers.user:"), "{out}");
+    // The preset alone is fine.
+    let text = shipped_config();
+    let start = text.find("[headers]").unwrap();
+    let end = text.find("max_groups_bytes").unwrap();
+    let text = format!(
+        "{}[headers]\npreset = \"grafana\"\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    let (code, out) = check_text(&dir, &text, &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// `public_url` is normalised (an upper-case `HTTPS` is https, with everything that follows:
+/// the metadata's URLs, `Secure` cookies); a fragment or `user:password@` is refused.
+#[test]
+fn public_url_is_normalised_and_refuses_fragments_and_userinfo() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = shipped_with(&[
+        (
+            "public_url = \"https://dash.example.com\"",
+            "public_url = \"HTTPS://Dash.Example.COM:443/\"",
+        ),
+        ("entity_id = \"https://dash.example.com/saml/metadata\"", ""),
+    ]);
+    let (code, out) = check_text(&dir, &text, &[]);
+    assert_eq!(code, 0, "{out}");
+    let path = write_config(&dir, &text);
+    let (code, out, err) = run_cli(&["metadata", "--config", &path], &[]);
+    assert_eq!(code, 0, "{err}");
+    // Scheme and host lower-cased; the port as written, default or not: the ACS URL the IdP
+    // has registered is compared byte for byte.
+    assert!(
+        out.contains("\"https://dash.example.com:443/saml/acs\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("entityID=\"https://dash.example.com:443/saml/metadata\""),
+        "{out}"
+    );
+    for bad in [
+        "https://dash.example.com/#frag",
+        "https://admin:s3cretpw@dash.example.com",
+    ] {
+        let (code, out) = check_text(
+            &dir,
+            &shipped_with(&[(
+                "public_url = \"https://dash.example.com\"",
+                &format!("public_url = \"{bad}\""),
+            )]),
+            &[],
+        );
+        assert_eq!(code, 2, "{out}");
+        assert_eq!(lines_about(&out, "server.public_url:").len(), 1, "{out}");
+        assert!(!out.contains("s3cretpw"), "{out}");
+    }
+}
+
+/// A zero (or sub-millisecond) timeout is refused, naming the key and its minimum; a zero
+/// shutdown grace (no drain) is allowed.
+#[test]
+fn zero_timeouts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, key) in [
+        ("connect_timeout = \"5s\"", "upstream.connect_timeout"),
+        ("request_timeout = \"60s\"", "upstream.request_timeout"),
+        ("max_issue_age = \"5m\"", "saml.max_issue_age"),
+        ("login_timeout = \"10m\"", "saml.login_timeout"),
+        ("operation_timeout = \"250ms\"", "session.operation_timeout"),
+        ("\ntimeout = \"5s\"", "provisioning.timeout"),
+    ] {
+        let field = from.split(' ').next().unwrap();
+        for zero in ["0s", "500us"] {
+            let (code, out) = check_text(
+                &dir,
+                &shipped_with(&[(from, &format!("{field} = \"{zero}\""))]),
+                &[],
+            );
+            assert_eq!(code, 2, "{key} = {zero}: {out}");
+            let lines = lines_about(&out, &format!("{key}:"));
+            assert_eq!(lines.len(), 1, "{out}");
+            assert!(lines[0].contains("must be at least"), "{out}");
+        }
+    }
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[("shutdown_grace = \"25s\"", "shutdown_grace = \"0s\"")]),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// `upstream.ca_file` is checked as `session.redis_ca_file` is: it must hold a certificate.
+#[test]
+fn an_upstream_ca_file_needs_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[(
+            "# ca_file = \"/etc/ssl/dashboard-ca.pem\"",
+            &format!("ca_file = \"{}\"", not_pem.display()),
+        )]),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    let lines = lines_about(&out, "upstream.ca_file:");
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].contains("no PEM certificate"), "{out}");
+    let (cert, _, _) = support::local::localhost_cert(dir.path());
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[(
+            "# ca_file = \"/etc/ssl/dashboard-ca.pem\"",
+            &format!("ca_file = \"{}\"", cert.display()),
+        )]),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// The upstream URL is a base: a query or fragment in it would be silently dropped.
+#[test]
+fn upstream_url_refuses_a_query_or_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in ["http://h/app?token=1", "http://h/app#top"] {
+        let (code, out) = check_text(
+            &dir,
+            &shipped_with(&[(
+                "url = \"http://127.0.0.1:3000\"",
+                &format!("url = \"{url}\""),
+            )]),
+            &[],
+        );
+        assert_eq!(code, 2, "{out}");
+        assert_eq!(lines_about(&out, "upstream.url:").len(), 1, "{out}");
+    }
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[(
+            "url = \"http://127.0.0.1:3000\"",
+            "url = \"http://127.0.0.1:3000/app/\"",
+        )]),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// `*` in a public path is not a glob: only `/x/*` (a whole last segment) is accepted.
+#[test]
+fn public_paths_take_a_star_only_as_a_whole_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |paths: &str| {
+        shipped_with(&[(
+            "public_paths = [\"/healthz\", \"/static/*\"]",
+            &format!("public_paths = {paths}"),
+        )])
+    };
+    for bad in [
+        "[\"/st*\"]",
+        "[\"/static*\"]",
+        "[\"/*/x\"]",
+        "[\"/a/*/*\"]",
+        "[\"/a*/\"]",
+    ] {
+        let (code, out) = check_text(&dir, &with(bad), &[]);
+        assert_eq!(code, 2, "{bad}: {out}");
+        let lines = lines_about(&out, "upstream.public_paths:");
+        assert_eq!(lines.len(), 1, "{out}");
+        assert!(lines[0].contains("\"/static/*\""), "{out}");
+    }
+    let (code, out) = check_text(
+        &dir,
+        &with("[\"/healthz\", \"/static/*\", \"/favicon.ico\", \"/assets/\"]"),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Each problem is one accurate line: not "missing" on top of "not both" or "cannot read",
+/// not "too short" on top of "not a duration", the port named when it is the problem.
+#[test]
+fn each_problem_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let secret_line = "secret = \"change-me-to-48-random-bytes-openssl-rand-base64-48\"";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            shipped_with(&[(
+                secret_line,
+                &format!("{secret_line}\nsecret_file = \"{}\"", secret_file.display()),
+            )]),
+            "session.secret",
+        ),
+        (
+            shipped_with(&[(secret_line, "secret_file = \"/nonexistent/secret\"")]),
+            "session.secret",
+        ),
+        (
+            shipped_with(&[(
+                "token = \"change-me\"",
+                &format!("token = \"t\"\ntoken_file = \"{}\"", secret_file.display()),
+            )]),
+            "provisioning.token",
+        ),
+        (
+            shipped_with(&[(
+                "token = \"change-me\"",
+                "token_file = \"/nonexistent/token\"",
+            )]),
+            "provisioning.token",
+        ),
+        (
+            shipped_with(&[("lifetime = \"12h\"", "lifetime = \"abc\"")]),
+            "session.lifetime",
+        ),
+        (
+            shipped_with(&[
+                ("store = \"memory\"", "store = \"redis\""),
+                (
+                    "redis_url = \"redis://127.0.0.1:6379/0\"",
+                    "redis_url = \"redis://127.0.0.1:99999/0\"",
+                ),
+            ]),
+            "session.redis_url",
+        ),
+        // redis_url_file does not silently win over redis_url.
+        (
+            shipped_with(&[(
+                "redis_url = \"redis://127.0.0.1:6379/0\"",
+                &format!(
+                    "redis_url = \"redis://127.0.0.1:6379/0\"\nredis_url_file = \"{}\"",
+                    secret_file.display()
+                ),
+            )]),
+            "session.redis_url",
+        ),
+    ];
+    for (text, key) in &cases {
+        let (code, out) = check_text(&dir, text, &[]);
+        assert_eq!(code, 2, "{out}");
+        let lines = lines_about(&out, key);
+        assert_eq!(lines.len(), 1, "{key}: {out}");
+    }
+    let (_, out) = check_text(&dir, &cases[0].0, &[]);
+    assert!(out.contains("not both"), "{out}");
+    let (_, out) = check_text(&dir, &cases[1].0, &[]);
+    assert!(out.contains("session.secret_file: cannot read"), "{out}");
+    let (_, out) = check_text(&dir, &cases[5].0, &[]);
+    assert!(out.contains("port"), "{out}");
+    let (_, out) = check_text(&dir, &cases[6].0, &[]);
+    assert!(
+        out.contains("set either session.redis_url or session.redis_url_file, not both"),
+        "{out}"
+    );
+    // The same from the environment: SAMLGATE_SESSION__REDIS_URL and a redis_url_file.
+    let (code, out) = check_text(
+        &dir,
+        &shipped_with(&[(
+            "redis_url = \"redis://127.0.0.1:6379/0\"",
+            &format!("redis_url_file = \"{}\"", secret_file.display()),
+        )]),
+        &[("SAMLGATE_SESSION__REDIS_URL", "redis://127.0.0.1:6379/1")],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not both"), "{out}");
+}
+
+/// `serve` failing to bind says the OS error once, not once per level of the error chain.
+#[test]
+fn a_serve_error_prints_its_cause_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &shipped_with(&[
+            (
+                "listen = \"0.0.0.0:8080\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            ),
+            (
+                "admin_listen = \"127.0.0.1:9090\"",
+                &format!("admin_listen = \"127.0.0.1:{}\"", free_port()),
+            ),
+        ]),
+    );
+    let (code, out, err) = run_cli(&["serve", "--config", &path], &[]);
+    assert_ne!(code, 0, "{out}{err}");
+    let eprinted: Vec<&str> = err.lines().filter(|l| l.starts_with("samlgate:")).collect();
+    assert_eq!(eprinted.len(), 1, "{err}");
+    assert!(eprinted[0].contains("server.listen"), "{err}");
+    assert_eq!(eprinted[0].matches("os error").count(), 1, "{err}");
+    drop(busy);
+}
