@@ -1146,12 +1146,10 @@ impl App {
         let mut problems = Vec::new();
         match self.saml() {
             None => problems.push("IdP metadata not loaded"),
-            // The last good copy of URL metadata stays in use past its validUntil (logins keep
-            // working), but the instance reports not ready so that someone looks.
-            Some(saml)
-                if self.metadata_fetcher.is_some()
-                    && saml.idp().check_valid_at(chrono::Utc::now()).is_err() =>
-            {
+            // Metadata in force past its validUntil (the last good copy from the URL, or a file
+            // that expired while running) stays in use, so logins keep working, but the
+            // instance reports not ready so that someone looks.
+            Some(saml) if saml.idp().check_valid_at(chrono::Utc::now()).is_err() => {
                 problems.push("IdP metadata expired (validUntil passed)")
             }
             Some(_) => {}

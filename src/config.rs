@@ -1149,6 +1149,16 @@ fn redis_url_problem(url: &str) -> Option<String> {
 }
 
 /// `value` with any `user:password@` replaced by `***@`, for error messages.
+/// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The port written in an absolute URL's authority, if any.
 fn written_port(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
@@ -1600,6 +1610,14 @@ impl Validator {
                 let url = self
                     .http_url("saml.idp_metadata_url", &u)
                     .unwrap_or_default();
+                if url.scheme_str() == Some("http") && !is_loopback_host(url.host()) {
+                    self.problem(
+                        "saml.idp_metadata_url",
+                        "must be https://: the metadata carries the IdP's signing certificate \
+                         and is not signature-checked, so anyone on the way could swap it (http \
+                         is allowed only to a loopback address)",
+                    );
+                }
                 let refresh = self.duration_at_least(
                     "saml.idp_metadata_refresh",
                     &raw.idp_metadata_refresh,
@@ -2368,6 +2386,22 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         assert_eq!(text, "token: expected a string, found a list");
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for h in ["localhost", "127.0.0.1", "127.9.9.9", "[::1]", "LOCALHOST"] {
+            assert!(is_loopback_host(Some(h)), "{h}");
+        }
+        for h in [
+            "idp.example.com",
+            "10.0.0.1",
+            "[::2]",
+            "localhost.evil.test",
+        ] {
+            assert!(!is_loopback_host(Some(h)), "{h}");
+        }
+        assert!(!is_loopback_host(None));
     }
 
     #[test]

@@ -1078,3 +1078,71 @@ fn a_serve_error_prints_its_cause_once() {
     assert_eq!(eprinted[0].matches("os error").count(), 1, "{err}");
     drop(busy);
 }
+
+/// IdP metadata is refused where it could be stale or swapped: a file past its `validUntil`
+/// (as a fetched copy would be), and a metadata URL over plain http to anything but loopback
+/// (the metadata carries the signing certificate and is not signature-checked).
+#[test]
+fn stale_or_unprotected_idp_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped_md = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/idp-metadata.xml"
+    ))
+    .unwrap();
+    let expired = dir.path().join("expired.xml");
+    std::fs::write(
+        &expired,
+        shipped_md.replacen(
+            "<md:EntityDescriptor ",
+            "<md:EntityDescriptor validUntil=\"2001-01-01T00:00:00Z\" ",
+            1,
+        ),
+    )
+    .unwrap();
+    let line = "idp_metadata_file = \"config/idp-metadata.xml\"";
+    let text = shipped_with(&[(
+        line,
+        &format!("idp_metadata_file = {:?}", expired.display().to_string()),
+    )]);
+    let (code, out) = check_text(&dir, &text, &[]);
+    assert_eq!(code, 2, "{out}");
+    let lines = lines_about(&out, "saml.idp_metadata_file:");
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].contains("expired") && lines[0].contains("2001-01-01"),
+        "{out}"
+    );
+    // The same file, valid for another year: accepted.
+    let later = (chrono::Utc::now() + chrono::Duration::days(365)).format("%Y-%m-%dT%H:%M:%SZ");
+    std::fs::write(
+        &expired,
+        shipped_md.replacen(
+            "<md:EntityDescriptor ",
+            &format!("<md:EntityDescriptor validUntil=\"{later}\" "),
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, out) = check_text(&dir, &text, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    for (url, ok) in [
+        ("http://idp.example.com/metadata", false),
+        ("http://10.0.0.5/metadata", false),
+        ("https://idp.example.com/metadata", true),
+        ("http://127.0.0.1:8081/metadata", true),
+        ("http://localhost:8081/metadata", true),
+    ] {
+        let text = shipped_with(&[(line, &format!("idp_metadata_url = \"{url}\""))]);
+        let (code, out) = check_text(&dir, &text, &[]);
+        let about = lines_about(&out, "saml.idp_metadata_url:");
+        if ok {
+            assert!(about.is_empty(), "{url}: {out}");
+        } else {
+            assert_eq!(code, 2, "{url}: {out}");
+            assert_eq!(about.len(), 1, "{url}: {out}");
+            assert!(about[0].contains("https://"), "{url}: {out}");
+        }
+    }
+}

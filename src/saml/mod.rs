@@ -393,7 +393,11 @@ impl Saml {
             return Err(SetupError::MetadataNotFetched);
         };
         let xml = read("saml.idp_metadata_file", path)?;
-        Self::from_config_with_metadata(cfg, &String::from_utf8_lossy(&xml))
+        let saml = Self::from_config_with_metadata(cfg, &String::from_utf8_lossy(&xml))?;
+        // Refused as a fetched copy would be (SAML metadata §2.3.1): an expired file is stale,
+        // and the IdP may have rolled its keys since.
+        saml.idp().check_valid_at(chrono::Utc::now())?;
+        Ok(saml)
     }
 
     /// Builds the SP from `[saml]` with IdP metadata already in hand (fetched from a URL).
