@@ -1121,20 +1121,22 @@ impl App {
                 }
             }
             (&Method::GET, "/metrics") => {
-                let mut out = String::new();
-                if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+                let accept = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let Ok((out, content_type)) =
+                    crate::telemetry::encode_metrics(&self.registry, accept)
+                else {
                     return text(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "metrics encoding failed\n",
                     );
-                }
+                };
                 let mut resp = Response::new(full(out));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
                 resp
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -1,6 +1,7 @@
 //! Telemetry: the log subscriber (json | pretty) and the Prometheus metrics every request
 //! updates. Other modules register their own metrics into the same `Registry`.
 
+use std::fmt;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -8,7 +9,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -101,7 +101,7 @@ fn route_series(
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them (plus `samlgate_build_info`).
+    /// Creates the metrics and registers them (plus `samlgate_build_info`, always 1).
     pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::default();
         let latency: Family<RouteOnly, Histogram> = Family::new_with_constructor(|| {
@@ -145,11 +145,13 @@ impl Metrics {
             "Open client connections",
             m.connections.clone(),
         );
-        registry.register(
-            "samlgate_build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        // A gauge of 1 rather than an OpenMetrics `info` metric, which the classic text format
+        // (and its parsers) do not know.
+        let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("samlgate_build_info", "Build information", build);
         m
     }
 
@@ -191,4 +193,54 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// The content type of OpenMetrics 1.0 text.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the classic Prometheus text format.
+const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The registry as the client asked for it: OpenMetrics 1.0 when its `Accept` names it (as
+/// Prometheus's does), else the classic Prometheus text format 0.0.4, which every scraper
+/// reads. Returns the text and its content type.
+pub fn encode_metrics(
+    registry: &Registry,
+    accept: &str,
+) -> Result<(String, &'static str), fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    if accept.contains("application/openmetrics-text") {
+        Ok((out, OPENMETRICS))
+    } else {
+        Ok((openmetrics_to_text_004(&out), TEXT_004))
+    }
+}
+
+/// OpenMetrics text as the classic format: a counter family is named by its samples
+/// (`x_total`, where OpenMetrics names it `x`), and the `# UNIT` and `# EOF` lines go.
+fn openmetrics_to_text_004(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|kw| {
+            let rest = line.strip_prefix(kw)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{kw}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

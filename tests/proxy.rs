@@ -433,7 +433,51 @@ async fn metrics_count_requests() {
         "{text}"
     );
     assert!(text.contains("samlgate_request_duration_seconds"), "{text}");
-    assert!(text.contains("samlgate_build_info"), "{text}");
+    assert!(text.contains("samlgate_build_info{version="), "{text}");
+    // Without asking for OpenMetrics: the classic text format (0.0.4), where a family's TYPE
+    // names its samples and only the four classic types exist.
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+    let mut family: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            family = Some((name.to_string(), kind.to_string()));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (name, kind) = family.as_ref().expect("a sample before any TYPE");
+            let sample = line.split(['{', ' ']).next().unwrap();
+            let belongs = match kind.as_str() {
+                "histogram" => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| sample == format!("{name}{s}")),
+                _ => sample == name,
+            };
+            assert!(belongs, "{sample} under TYPE {name} {kind}");
+        }
+    }
+    // Prometheus asks for OpenMetrics, and gets it.
+    let (resp, body) = get(
+        &format!("http://{}/metrics", gw.admin),
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("# TYPE samlgate_requests counter"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
     let (resp, _) = get(&format!("http://{}/healthz", gw.admin), &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
