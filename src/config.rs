@@ -1149,6 +1149,9 @@ fn redis_url_problem(url: &str) -> Option<String> {
 }
 
 /// `value` with any `user:password@` replaced by `***@`, for error messages.
+/// The longest duration any key takes (caches refuse longer ones).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
 fn is_loopback_host(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
@@ -1195,7 +1198,33 @@ impl Validator {
 
     /// A duration, or `None` (reported) when it does not parse.
     fn parse_duration(&mut self, key: &str, value: &str) -> Option<Duration> {
+        // humantime reads a lone `M` as months: "30M" meant as 30 minutes would be 2.5 years.
+        let b = value.as_bytes();
+        let lone_month = b.iter().enumerate().any(|(i, &c)| {
+            c == b'M'
+                && i > 0
+                && (b[i - 1].is_ascii_digit() || b[i - 1] == b' ')
+                && !b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+        });
+        if lone_month {
+            self.problem(
+                key,
+                format_args!(
+                    "{value:?}: \"M\" is ambiguous; write \"m\" for minutes or \"months\""
+                ),
+            );
+            return None;
+        }
         match humantime::parse_duration(value.trim()) {
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(
+                    key,
+                    format_args!(
+                        "{value:?} is longer than ten years, the most any duration can be"
+                    ),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.problem(
@@ -1355,9 +1384,17 @@ impl Validator {
         }
     }
 
-    /// An absolute http(s) URL without a query or fragment (which would be silently dropped).
+    /// An absolute http(s) URL without a query or fragment (which would be silently dropped),
+    /// or `user:password@` (which samlgate would not send: nothing here does basic auth).
     fn base_url(&mut self, key: &str, value: &str) -> Option<http::Uri> {
         let uri = self.http_url(key, value)?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            self.problem(
+                key,
+                "must not carry user:password@: samlgate does not send it",
+            );
+            return None;
+        }
         if value.contains('#') {
             self.problem(key, "must not have a fragment (#...)");
             return None;
@@ -1882,7 +1919,7 @@ impl Validator {
                 None
             }
             Some(u) => self
-                .http_url("provisioning.url", &u)
+                .base_url("provisioning.url", &u)
                 .map(|_| u.trim_end_matches('/').to_string()),
         };
         let from_file = raw.token_file.is_some();

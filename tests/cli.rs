@@ -871,6 +871,37 @@ fn zero_timeouts_are_refused() {
         &[],
     );
     assert_eq!(code, 0, "{out}");
+    // "30M" is 30 months to the parser, surely not what was meant; past ten years is too long
+    // for the caches the durations go into.
+    for (value, why) in [
+        ("30M", "ambiguous"),
+        ("2 M", "ambiguous"),
+        ("2000years", "ten years"),
+    ] {
+        let (code, out) = check_text(
+            &dir,
+            &shipped_with(&[(
+                "idle_timeout = \"1h\"",
+                &format!("idle_timeout = \"{value}\""),
+            )]),
+            &[],
+        );
+        assert_eq!(code, 2, "{value}: {out}");
+        let lines = lines_about(&out, "session.idle_timeout:");
+        assert_eq!(lines.len(), 1, "{out}");
+        assert!(lines[0].contains(why), "{out}");
+    }
+    for value in ["30m", "2months", "1h 30m"] {
+        let (code, out) = check_text(
+            &dir,
+            &shipped_with(&[(
+                "idle_timeout = \"1h\"",
+                &format!("idle_timeout = \"{value}\""),
+            )]),
+            &[],
+        );
+        assert_eq!(code, 0, "{value}: {out}");
+    }
 }
 
 /// `upstream.ca_file` is checked as `session.redis_ca_file` is: it must hold a certificate.
@@ -907,7 +938,11 @@ fn an_upstream_ca_file_needs_a_certificate() {
 #[test]
 fn upstream_url_refuses_a_query_or_fragment() {
     let dir = tempfile::tempdir().unwrap();
-    for url in ["http://h/app?token=1", "http://h/app#top"] {
+    for url in [
+        "http://h/app?token=1",
+        "http://h/app#top",
+        "http://user:pw@h/app",
+    ] {
         let (code, out) = check_text(
             &dir,
             &shipped_with(&[(
