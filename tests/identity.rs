@@ -147,6 +147,47 @@ async fn spoofed_identity_headers_never_reach_the_upstream_with_or_without_a_ses
 }
 
 #[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_upstream_over_http2() {
+    // HTTP/2 (prior knowledge): a browser sends each cookie as its own `cookie` header
+    // (RFC 9113 §8.2.3), and header names arrive lower-case.
+    let sso = Sso::start_extra(JWT).await;
+    let b = signed_in(&sso, "alice@example.com", ("Alice", "Liddell"), &["staff"]).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut req = http::Request::get(format!("{}/reports", sso.gw.public_url));
+    for line in SPOOFS {
+        let (name, value) = line.split_once(": ").unwrap();
+        req = req.header(name.to_ascii_lowercase(), value);
+    }
+    req = req
+        .header("cookie", "theme=dark")
+        .header("cookie", b.cookie_header())
+        .header("cookie", "lang=en")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-forwarded-prefix", "/evil");
+    let resp = client
+        .request(
+            req.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let seen = sso.dash.last();
+    assert_clean(&seen);
+    assert_eq!(values(&seen, "x-forwarded-user"), ["alice@example.com"]);
+    assert_eq!(values(&seen, "x-forwarded-groups"), ["staff"]);
+    assert_eq!(values(&seen, "x-samlgate-jwt-assertion").len(), 1);
+    // The cookies reach an HTTP/1.1 dashboard joined into one header, without ours.
+    assert_eq!(values(&seen, "cookie"), ["theme=dark; lang=en"]);
+    for h in ["forwarded", "x-forwarded-prefix"] {
+        assert!(seen.headers.get(h).is_none(), "{h} reached the dashboard");
+    }
+}
+
+#[tokio::test]
 async fn connection_cannot_name_away_the_headers_the_gateway_sets() {
     // RFC 9110 §7.6.1 makes a proxy drop the headers `Connection` names; done after the
     // identity was set, that would let a user remove their own groups or permission set (or
