@@ -283,18 +283,36 @@ pub fn encode(value: &str) -> HeaderValue {
 /// Removes our own cookies (those whose name `ours` picks: session and login binding) from
 /// the `Cookie` header(s) sent upstream: the dashboard never sees the session id.
 pub fn strip_cookies(headers: &mut HeaderMap, ours: impl Fn(&str) -> bool) {
-    // The hot path: one Cookie header without any of ours is left as it is, unallocated.
     let mut values = headers.get_all(http::header::COOKIE).iter();
-    let any_ours = match (values.next(), values.next()) {
-        (None, _) => false,
-        (Some(only), None) => match only.to_str() {
-            Ok(s) => s.split(';').any(|pair| ours(cookie_name(pair))),
-            Err(_) => true,
-        },
-        (Some(_), Some(_)) => true,
+    let (Some(only), None) = (values.next(), values.next()) else {
+        // None at all, or several (HTTP/2): nothing to do, or rebuild.
+        if headers.contains_key(http::header::COOKIE) {
+            rebuild_cookies(headers, ours);
+        }
+        return;
     };
-    if any_ours {
-        rebuild_cookies(headers, ours);
+    // The hot path, one header: left as it is (unallocated) when none of its cookies is ours,
+    // removed when all of them are, rebuilt only when it mixes ours and the dashboard's.
+    let (mut mine, mut theirs) = (false, false);
+    match only.to_str() {
+        Ok(s) => {
+            for pair in s.split(';').filter(|p| !p.trim().is_empty()) {
+                if ours(cookie_name(pair)) {
+                    mine = true;
+                } else {
+                    theirs = true;
+                }
+            }
+        }
+        // Not text: no cookie can be told apart, so none is forwarded.
+        Err(_) => mine = true,
+    }
+    match (mine, theirs) {
+        (false, _) => {}
+        (true, false) => {
+            headers.remove(http::header::COOKIE);
+        }
+        (true, true) => rebuild_cookies(headers, ours),
     }
 }
 
@@ -466,6 +484,13 @@ mod tests {
         strip_cookies(&mut h, |n| n == "samlgate");
         assert_eq!(h[http::header::COOKIE], "a=1");
         h.insert(http::header::COOKIE, HeaderValue::from_static("samlgate=x"));
+        strip_cookies(&mut h, |n| n == "samlgate");
+        assert!(h.get(http::header::COOKIE).is_none());
+        // A header that is not text may hide ours: none of it is forwarded.
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"a=\xff; samlgate=x").unwrap(),
+        );
         strip_cookies(&mut h, |n| n == "samlgate");
         assert!(h.get(http::header::COOKIE).is_none());
     }
