@@ -22,6 +22,7 @@ fn config(store: StoreKind, prefix: &str, local_ttl: Duration) -> SessionConfig 
         operation_timeout: Duration::from_millis(250),
         max_entries: 100_000,
         local_ttl,
+        audience: "https://sp.example.com/saml/metadata".into(),
     }
 }
 

@@ -36,6 +36,7 @@ async fn main() {
         operation_timeout: Duration::from_millis(250),
         max_entries: n + 1,
         local_ttl: Duration::ZERO,
+        audience: "https://sp.example.com/saml/metadata".into(),
     };
     let sessions = Sessions::new(&cfg, true)
         .await

@@ -306,6 +306,10 @@ pub struct SessionConfig {
     pub max_entries: u64,
     /// How long the Redis store's in-process tier may serve a session without asking Redis.
     pub local_ttl: Duration,
+    /// Whom the cookies are for: the SP entity ID (`saml.entity_id`). Cookie tags are keyed
+    /// with it, so a cookie of another deployment that shares the secret (and Redis) is
+    /// refused here: the IdP assigned its user to that app, not this one.
+    pub audience: String,
 }
 
 /// Which session store.
@@ -1413,7 +1417,7 @@ impl Validator {
         let server = self.server(raw.server);
         let upstream = self.upstream(raw.upstream);
         let saml = self.saml(raw.saml, &server.public_url);
-        let session = self.session(raw.session);
+        let session = self.session(raw.session, &saml.entity_id);
         let provisioning = raw.provisioning.map(|p| self.provisioning(p));
         let headers = self.headers(raw.headers, &server.public_url);
         let access = self.access(raw.access);
@@ -1769,7 +1773,7 @@ impl Validator {
         }
     }
 
-    fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
+    fn session(&mut self, raw: RawSession, audience: &str) -> Option<SessionConfig> {
         let secret = match self.secret("session.secret", raw.secret, raw.secret_file) {
             Err(()) => None,
             Ok(None) => {
@@ -1900,6 +1904,7 @@ impl Validator {
             operation_timeout,
             max_entries: raw.max_entries,
             local_ttl,
+            audience: audience.to_string(),
         })
     }
 

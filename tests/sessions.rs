@@ -207,6 +207,30 @@ async fn forged_cookie_never_reaches_the_store() {
 }
 
 #[tokio::test]
+async fn a_cookie_is_refused_by_another_deployment_sharing_secret_and_store() {
+    // Two apps behind one IdP, set up with the same secret and one store: the IdP assigned the
+    // user to app A only, so A's cookie must not open app B.
+    let cfg = memory_config();
+    let metrics = SessionMetrics::default();
+    let store = SessionStore::from_config(&cfg, &metrics)
+        .await
+        .expect("store");
+    let a = Sessions::with_store(&cfg, false, store.clone(), metrics.clone());
+    let (_, set) = a
+        .create(identity("ada@example.com", None), None)
+        .await
+        .expect("create");
+    let cookie = headers_with(&cookie_pair(&set));
+    let mut other = memory_config();
+    other.audience = "https://reports.example.com/saml/metadata".into();
+    let b = Sessions::with_store(&other, false, store.clone(), metrics.clone());
+    assert!(b.load(&cookie).await.expect("load").is_none());
+    // Another replica of A (same entity ID) takes it.
+    let a2 = Sessions::with_store(&cfg, false, store, metrics);
+    assert!(a2.load(&cookie).await.expect("load").is_some());
+}
+
+#[tokio::test]
 async fn secret_rotation_previous_verify_unknown_refused() {
     let mut cfg = memory_config();
     cfg.secret = Secret::new(OLD_SECRET);

@@ -1,9 +1,10 @@
 //! The session cookie: a random 256-bit session id followed by its HMAC-SHA256 tag, and the
 //! `Set-Cookie` lines that carry it.
 //!
-//! The value is `base64url(id || HMAC-SHA256(secret, LABEL || id))` (64 bytes, 86 characters,
-//! unpadded). The tag is checked, in constant time, before the store is ever asked, so a
-//! forged, garbled or truncated cookie costs one HMAC and never a store lookup.
+//! The value is `base64url(id || HMAC-SHA256(key, LABEL || id))` (64 bytes, 86 characters,
+//! unpadded), where `key = HMAC-SHA256(secret, KEY_LABEL || SP entity ID)`. The tag is
+//! checked, in constant time, before the store is ever asked, so a forged, garbled or
+//! truncated cookie costs one HMAC and never a store lookup.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +22,14 @@ const TAG_LEN: usize = 32;
 const ENCODED_LEN: usize = (ID_LEN + TAG_LEN) * 4 / 3 + 1;
 /// Domain separation: a tag made for another purpose with the same secret never verifies here.
 const LABEL: &[u8] = b"samlgate session cookie v1\0";
+/// Domain separation of the tag key derived from a secret and the audience.
+const KEY_LABEL: &[u8] = b"samlgate session cookie key v2\0";
+
+/// HMAC-SHA256 keyed with `key` (any length is a valid HMAC key).
+fn hmac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+}
 /// At most this many cookies with our name are examined per request (cookie tossing from a
 /// sibling domain can add more; we do not let that multiply the work).
 const MAX_CANDIDATES: usize = 4;
@@ -45,15 +54,25 @@ impl std::fmt::Debug for CookieCodec {
 }
 
 impl CookieCodec {
-    /// `secret` signs; `previous` only verify. On https the name gets the `__Host-` prefix
-    /// (RFC 6265bis §4.1.3.2: Secure, Path=/, no Domain) and the cookie is `Secure`.
-    pub(crate) fn new(name: &str, secret: &Secret, previous: &[Secret], https: bool) -> Self {
+    /// `secret` signs; `previous` only verify. Each tag key is derived from a secret and the
+    /// `audience` (the SP entity ID), so that a deployment sharing the secret (and a Redis)
+    /// with another cannot be entered with the other's cookies. On https the name gets the
+    /// `__Host-` prefix (RFC 6265bis §4.1.3.2: Secure, Path=/, no Domain) and the cookie is
+    /// `Secure`.
+    pub(crate) fn new(
+        name: &str,
+        secret: &Secret,
+        previous: &[Secret],
+        audience: &str,
+        https: bool,
+    ) -> Self {
         let keys = std::iter::once(secret)
             .chain(previous)
             .map(|s| {
-                // HMAC accepts keys of any length; this cannot fail.
-                <Hmac<Sha256> as Mac>::new_from_slice(s.expose().as_bytes())
-                    .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+                let mut derive = hmac(s.expose().as_bytes());
+                derive.update(KEY_LABEL);
+                derive.update(audience.as_bytes());
+                hmac(&derive.finalize().into_bytes())
             })
             .collect();
         let name = if https {

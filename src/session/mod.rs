@@ -254,6 +254,7 @@ impl Sessions {
             &cfg.cookie_name,
             &cfg.secret,
             &cfg.previous_secrets,
+            &cfg.audience,
             public_https,
         );
         Sessions {

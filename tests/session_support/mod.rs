@@ -54,6 +54,7 @@ pub fn config(store: StoreKind, redis_url: &str, prefix: &str) -> SessionConfig 
         operation_timeout: Duration::from_millis(250),
         max_entries: 10_000,
         local_ttl: Duration::from_secs(5),
+        audience: "https://sp.example.com/saml/metadata".into(),
     }
 }
 
