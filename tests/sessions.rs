@@ -815,6 +815,226 @@ async fn rediss_urls_are_accepted_and_tls_failures_are_unavailable() {
     assert!(start.elapsed() < Duration::from_millis(600));
 }
 
+/// The Redis index of a user's sessions keeps only live ones: a user who signs in daily and
+/// never signs out must not grow it by one dead member per session (an IdP-initiated logout
+/// walks every member). An index written by an earlier version (a plain set) still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_session_index_drops_sessions_that_expired() {
+    let url = require_shared_redis();
+    let prefix = unique_prefix("index-growth");
+    let cfg = config(StoreKind::Redis, &url, &prefix);
+    let store = SessionStore::from_config(&cfg, &SessionMetrics::default())
+        .await
+        .expect("store");
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    };
+    // A session that ends `ms` from now (its absolute end is what the index goes by).
+    let record = |n: u8, ms: u64| samlgate::session::SessionRecord {
+        identity: std::sync::Arc::new(identity("ada@example.com", Some(&format!("s{n}")))),
+        created_ms: now_ms(),
+        expires_ms: now_ms() + ms,
+        idle_until_ms: now_ms() + ms,
+    };
+    let hex = |k: &[u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let long = Duration::from_secs(60);
+    for n in 0..5u8 {
+        store
+            .create_session(
+                &[n; 32],
+                &record(n, 100),
+                Duration::from_millis(100),
+                "ix",
+                long,
+            )
+            .await
+            .expect("create");
+    }
+    // One whose idle deadline (its key's TTL) is near but whose absolute end is not: idle
+    // refreshes may keep it alive that long, so it stays indexed.
+    store
+        .create_session(
+            &[7; 32],
+            &record(7, 60_000),
+            Duration::from_millis(100),
+            "ix",
+            long,
+        )
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .create_session(&[9; 32], &record(9, 60_000), long, "ix", long)
+        .await
+        .expect("create");
+    let mut members = store.index_members("ix").await.expect("members");
+    members.sort();
+    assert_eq!(members, vec![hex(&[7; 32]), hex(&[9; 32])]);
+    let mut con = redis::aio::ConnectionManager::new(redis::Client::open(url).expect("url"))
+        .await
+        .expect("redis");
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}ix"))
+        .query_async(&mut con)
+        .await
+        .expect("zcard");
+    assert_eq!(held, 2, "expired members are still stored");
+
+    // An index left by an earlier version: a plain set with a TTL.
+    let legacy = format!("{prefix}old-ix");
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(&legacy)
+        .arg(hex(&[1; 32]))
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&legacy)
+        .arg(60_000)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .expect("legacy index");
+    assert_eq!(
+        store.index_members("old-ix").await.expect("members"),
+        vec![hex(&[1; 32])]
+    );
+    store
+        .create_session(&[2; 32], &record(2, 60_000), long, "old-ix", long)
+        .await
+        .expect("create on a legacy index");
+    let mut members = store.index_members("old-ix").await.expect("members");
+    members.sort();
+    assert_eq!(members, vec![hex(&[1; 32]), hex(&[2; 32])]);
+    store
+        .delete_session(&[1; 32], Some("old-ix"))
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.index_members("old-ix").await.expect("members"),
+        vec![hex(&[2; 32])]
+    );
+}
+
+/// A TCP forwarder to Redis on `port` that, while `delay` is set, holds Redis's replies on
+/// every connection but the pub/sub one by 150 ms (within the tests' 250 ms operation
+/// timeout): a read in flight while invalidations already arrive.
+async fn delaying_forwarder(
+    port: u16,
+    delay: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let own = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(node) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let (mut client_rx, mut client_tx) = client.into_split();
+            let (mut node_rx, mut node_tx) = node.into_split();
+            let subscriber = std::sync::Arc::new(AtomicBool::new(false));
+            let seen = subscriber.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = client_rx.read(&mut buf).await {
+                    if n == 0 || node_tx.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    if buf[..n]
+                        .windows(9)
+                        .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                    {
+                        seen.store(true, SeqCst);
+                    }
+                }
+            });
+            let delay = delay.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = node_rx.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if delay.load(SeqCst) && !subscriber.load(SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                    }
+                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    own
+}
+
+/// A logout on replica A while replica B's read of the same session is in flight: B's
+/// listener drops the (not yet cached) entry first, then B's read returns the record as it
+/// was. B must not keep that record in its local tier, or it would accept the logged-out
+/// session for up to `local_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_flight_during_a_logout_elsewhere_is_not_cached() {
+    let url = require_shared_redis();
+    let redis_port: u16 = url
+        .trim_start_matches("redis://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a redis://127.0.0.1:<port> URL");
+    let prefix = unique_prefix("inflight");
+    let a = Sessions::new(&config(StoreKind::Redis, &url, &prefix), false)
+        .await
+        .expect("A");
+    let delay = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = delaying_forwarder(redis_port, delay.clone()).await;
+    let b = Sessions::new(
+        &config(
+            StoreKind::Redis,
+            &format!("redis://127.0.0.1:{port}/0"),
+            &prefix,
+        ),
+        false,
+    )
+    .await
+    .expect("B");
+    let start = Instant::now();
+    while !b.ready().await {
+        assert!(start.elapsed() < Duration::from_secs(5), "B not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (session, set) = a
+        .create(identity("ada@example.com", Some("race")), None)
+        .await
+        .expect("create on A");
+    let h = headers_with(&cookie_pair(&set));
+
+    delay.store(true, std::sync::atomic::Ordering::SeqCst);
+    let b2 = b.clone();
+    let h2 = h.clone();
+    let in_flight = tokio::spawn(async move { b2.load(&h2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.destroy(&session).await.expect("destroy on A");
+    // The read that started before the logout saw the session (the race this test is about:
+    // were it refused or timed out, there would be nothing to cache)...
+    let seen = in_flight
+        .await
+        .expect("join")
+        .expect("the delayed read answers in time");
+    assert!(seen.is_some(), "the read in flight did not see the session");
+    delay.store(false, std::sync::atomic::Ordering::SeqCst);
+    // ...but B must not serve it from its local tier afterwards.
+    assert!(
+        b.load(&h).await.expect("load on B").is_none(),
+        "B cached a session A had destroyed"
+    );
+}
+
 /// A TCP forwarder on 127.0.0.1 that sends each new connection to the port in `target`, as a
 /// DNS name or a proxy in front of a primary does: connections made before a switch stay on
 /// the old node.

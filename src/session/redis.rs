@@ -25,7 +25,9 @@ use redis::{Client, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind}
 use tokio::time::Instant;
 
 use super::metrics::SessionMetrics;
-use super::store::{Instruments, Read, SessionKey, SessionRecord, hex, session_key_from_hex};
+use super::store::{
+    Instruments, Read, SessionKey, SessionRecord, hex, now, session_key_from_hex, unix_ms,
+};
 use super::{Error, StoreFault};
 use crate::config::SessionConfig;
 use crate::keyhash::KeyHash;
@@ -37,24 +39,80 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-/// SADD KEYS[1] ARGV[1], then make the set live at least ARGV[2] ms (PTTL is -1 when the set
-/// has no TTL yet). Works on every Redis with Lua (no PEXPIRE GT/NX, which need 7.0).
-const INDEX_ADD: &str = r"
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+/// The Lua function every index write goes through. An index is a sorted set of members
+/// scored by the Unix millisecond at which each stops counting (its session's end): members
+/// whose score has passed are dropped at each write and never returned, so the index of a user
+/// who signs in daily does not keep one dead member per session that simply expired. The set
+/// itself lives as long as its longest member. An index written by an earlier version (a plain
+/// set) is converted first, its members keeping the set's remaining time.
+macro_rules! index_add_lua {
+    () => {
+        r"
+local function index_add(key, member, member_until, ttl, now)
+  if redis.call('TYPE', key).ok == 'set' then
+    local left = redis.call('PTTL', key)
+    local old = redis.call('SMEMBERS', key)
+    redis.call('DEL', key)
+    for _, m in ipairs(old) do
+      redis.call('ZADD', key, now + math.max(left, 0), m)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZADD', key, member_until, member)
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
-return 1";
+"
+    };
+}
 
-/// Create a session and index it, atomically: SET KEYS[1] ARGV[1] PX ARGV[2], then the
-/// INDEX_ADD steps on KEYS[2] with member ARGV[3] and TTL ARGV[4].
-const CREATE_SESSION: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+/// Adds ARGV[1] to index KEYS[1] for ARGV[2] ms; ARGV[3] is now (Unix ms).
+const INDEX_ADD: &str = concat!(
+    index_add_lua!(),
+    "local ttl, now = tonumber(ARGV[2]), tonumber(ARGV[3])\n",
+    "index_add(KEYS[1], ARGV[1], now + ttl, ttl, now)\n",
+    "return 1"
+);
+
+/// Create a session and index it, atomically: SET KEYS[1] ARGV[1] PX ARGV[2], then add member
+/// ARGV[3] to index KEYS[2], counting until the session's absolute end ARGV[6] (Unix ms; idle
+/// refreshes may keep it alive that long), the index living at least ARGV[4] ms; ARGV[5] is
+/// now (Unix ms).
+const CREATE_SESSION: &str = concat!(
+    index_add_lua!(),
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n",
+    "index_add(KEYS[2], ARGV[3], tonumber(ARGV[6]), tonumber(ARGV[4]), tonumber(ARGV[5]))\n",
+    "return 1"
+);
+
+/// The members of index KEYS[1] that still count at ARGV[1] (Unix ms).
+const INDEX_MEMBERS: &str = r"
+if redis.call('TYPE', KEYS[1]).ok == 'set' then
+  return redis.call('SMEMBERS', KEYS[1])
 end
-return 1";
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')";
+
+/// Removes ARGV[1] from index KEYS[1] (either kind).
+const INDEX_REMOVE: &str = r"
+if redis.call('TYPE', KEYS[1]).ok == 'set' then
+  return redis.call('SREM', KEYS[1], ARGV[1])
+end
+return redis.call('ZREM', KEYS[1], ARGV[1])";
+
+/// Deletes session KEYS[1], removes its member ARGV[1] from index KEYS[2] (when given) and
+/// publishes the member on channel ARGV[2], atomically; returns how many keys were deleted.
+const DELETE_SESSION: &str = r"
+local deleted = redis.call('DEL', KEYS[1])
+if #KEYS == 2 then
+  if redis.call('TYPE', KEYS[2]).ok == 'set' then
+    redis.call('SREM', KEYS[2], ARGV[1])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[1])
+  end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return deleted";
 
 /// How often the pub/sub connection is pinged to find a half-open connection.
 const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
@@ -97,7 +155,10 @@ struct Inner {
     metrics: SessionMetrics,
     delete_if_eq: Script,
     index_add: Script,
+    index_members: Script,
+    index_remove: Script,
     create_session: Script,
+    delete_session: Script,
     _listener: AbortOnDrop,
 }
 
@@ -192,7 +253,10 @@ impl RedisStore {
                 metrics: metrics.clone(),
                 delete_if_eq: Script::new(DELETE_IF_EQ),
                 index_add: Script::new(INDEX_ADD),
+                index_members: Script::new(INDEX_MEMBERS),
+                index_remove: Script::new(INDEX_REMOVE),
                 create_session: Script::new(CREATE_SESSION),
+                delete_session: Script::new(DELETE_SESSION),
                 _listener: AbortOnDrop(listener),
             }),
             instruments: Instruments::new(metrics, "redis"),
@@ -299,12 +363,20 @@ impl RedisStore {
         current(&self.inner.manager)
     }
 
+    /// Keeps a record read from Redis in the local tier, unless an invalidation (or a
+    /// resubscription) came in since `generation` was read before the read: the record may then
+    /// be one a logout on another replica has just destroyed.
     fn remember(&self, key: &SessionKey, record: &SessionRecord, generation: u64) {
         if let Some(local) = &self.inner.local
             && self.is_subscribed()
             && self.inner.generation.load(Ordering::Acquire) == generation
         {
             local.insert(*key, record.clone());
+            // The listener bumps the generation, then invalidates: an invalidation that came in
+            // between the check above and the insert is seen here, or removes the insert itself.
+            if self.inner.generation.load(Ordering::Acquire) != generation {
+                local.invalidate(key);
+            }
         }
     }
 
@@ -381,7 +453,7 @@ impl RedisStore {
     ) -> Result<(), Error> {
         let mut con = self.con();
         let mut invocation = self.inner.index_add.key(self.key(index));
-        invocation.arg(member).arg(millis(ttl));
+        invocation.arg(member).arg(millis(ttl)).arg(unix_ms(now()));
         let _: u64 = self
             .bounded("index_add", invocation.invoke_async(&mut con))
             .await?;
@@ -390,16 +462,18 @@ impl RedisStore {
 
     pub(crate) async fn index_members(&self, index: &str) -> Result<Vec<String>, Error> {
         let mut con = self.con();
-        let cmd = redis::cmd("SMEMBERS").arg(self.key(index)).clone();
-        self.bounded("index_members", cmd.query_async(&mut con))
+        let mut invocation = self.inner.index_members.key(self.key(index));
+        invocation.arg(unix_ms(now()));
+        self.bounded("index_members", invocation.invoke_async(&mut con))
             .await
     }
 
     pub(crate) async fn index_remove(&self, index: &str, member: &str) -> Result<(), Error> {
         let mut con = self.con();
-        let cmd = redis::cmd("SREM").arg(self.key(index)).arg(member).clone();
+        let mut invocation = self.inner.index_remove.key(self.key(index));
+        invocation.arg(member);
         let _: u64 = self
-            .bounded("index_remove", cmd.query_async(&mut con))
+            .bounded("index_remove", invocation.invoke_async(&mut con))
             .await?;
         Ok(())
     }
@@ -459,7 +533,9 @@ impl RedisStore {
             .arg(value)
             .arg(millis(ttl))
             .arg(hex(key))
-            .arg(millis(index_ttl));
+            .arg(millis(index_ttl))
+            .arg(unix_ms(now()))
+            .arg(record.expires_ms);
         let _: u64 = self
             .bounded("create_session", invocation.invoke_async(&mut con))
             .await?;
@@ -501,19 +577,14 @@ impl RedisStore {
         index: Option<&str>,
     ) -> Result<bool, Error> {
         self.forget(key);
-        let member = hex(key);
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(self.session_key(key));
+        let mut invocation = self.inner.delete_session.key(self.session_key(key));
         if let Some(index) = index {
-            pipe.cmd("SREM").arg(self.key(index)).arg(&member).ignore();
+            invocation.key(self.key(index));
         }
-        pipe.cmd("PUBLISH")
-            .arg(&self.inner.channel)
-            .arg(&member)
-            .ignore();
+        invocation.arg(hex(key)).arg(&self.inner.channel);
         let mut con = self.con();
-        let (deleted,): (u64,) = self
-            .bounded("delete_session", pipe.query_async(&mut con))
+        let deleted: u64 = self
+            .bounded("delete_session", invocation.invoke_async(&mut con))
             .await?;
         // Again, in case a concurrent load cached it between our first eviction and the DEL.
         self.forget(key);
@@ -618,7 +689,10 @@ async fn listen(
             generation.fetch_add(1, Ordering::AcqRel);
             clear();
             subscribed.store(true, Ordering::Release);
-            tracing::debug!(channel, "session invalidation listener subscribed");
+            tracing::info!(
+                channel,
+                "session invalidation listener subscribed: the local tier is in use"
+            );
             // Once per (re)connection: the Redis that answers now may be another one.
             let mut con = current(&manager);
             if let Ok(Some(policy)) =
@@ -639,6 +713,9 @@ async fn listen(
                 tokio::select! {
                     msg = stream.next() => {
                         let Some(msg) = msg else { break };
+                        // First the generation, so that a read in flight does not cache what
+                        // this message destroys (see `remember`), then the entry itself.
+                        generation.fetch_add(1, Ordering::AcqRel);
                         if let (Some(local), Ok(text)) = (&local, std::str::from_utf8(msg.get_payload_bytes()))
                             && let Some(key) = session_key_from_hex(text)
                         {
@@ -656,9 +733,10 @@ async fn listen(
             subscribed.store(false, Ordering::Release);
             generation.fetch_add(1, Ordering::AcqRel);
             clear();
-            tracing::debug!(
+            tracing::warn!(
                 channel,
-                "session invalidation listener lost its subscription"
+                "session invalidation listener lost its subscription: every session is read \
+                 from Redis until it is back"
             );
         }
         tokio::time::sleep(backoff).await;
