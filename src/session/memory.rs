@@ -96,6 +96,13 @@ impl Deadline for Stored {
     }
 }
 
+/// Most bytes the pending sign-ins and sign-outs of the memory store take (64 MiB): about
+/// 200,000 sign-ins in progress with short return paths, 28,000 with the longest.
+pub const MAX_PENDING_BYTES: u64 = 64 << 20;
+/// What an entry costs beyond its key and value (moka's node, the `Arc`, the deadline),
+/// roughly, for the weigher.
+const ENTRY_OVERHEAD: usize = 128;
+
 /// A bounded cache whose entries vanish at their own deadline.
 fn cache<K, V>(max_entries: u64) -> moka::sync::CacheBuilder<K, V, Cache<K, V>>
 where
@@ -136,9 +143,19 @@ fn live<V: Deadline>(v: V) -> Option<V> {
 
 impl MemoryStore {
     /// An empty store keeping at most `max_entries` sessions (least recently used go first),
-    /// as many pending sign-ins and sign-outs, and as many other entries (replay cache, locks,
-    /// index sets).
+    /// pending sign-ins and sign-outs up to [`MAX_PENDING_BYTES`] (oldest go first), and
+    /// `max_entries` other entries (replay cache, locks, index sets).
     pub fn new(max_entries: u64, metrics: &SessionMetrics) -> Self {
+        Self::with_pending_bytes(max_entries, MAX_PENDING_BYTES, metrics)
+    }
+
+    /// The same, with pending sign-ins and sign-outs held to `pending_bytes` (their keys,
+    /// values and bookkeeping) rather than [`MAX_PENDING_BYTES`].
+    pub fn with_pending_bytes(
+        max_entries: u64,
+        pending_bytes: u64,
+        metrics: &SessionMetrics,
+    ) -> Self {
         let session_index: SessionIndex = Arc::default();
         let listener_index = session_index.clone();
         let sessions = cache(max_entries)
@@ -151,7 +168,13 @@ impl MemoryStore {
             .build_with_hasher(KeyHash);
         Self {
             sessions,
-            pending: cache(max_entries).build(),
+            // Weighed in bytes: anyone can add one with a GET (with a return path of up to
+            // 2 KiB), so a count would let a flood take gigabytes; past the cap, the oldest go.
+            pending: cache(pending_bytes)
+                .weigher(|key: &String, blob: &Blob| {
+                    u32::try_from(key.len() + blob.bytes.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                })
+                .build(),
             blobs: cache(max_entries).build(),
             indexes: Arc::default(),
             session_index,
@@ -387,6 +410,48 @@ fn remove_member(indexes: &Indexes, index: &str, member: &str) {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+
+    #[tokio::test]
+    async fn pending_sign_ins_are_held_to_their_bytes_and_the_oldest_go() {
+        // A flood of sign-in starts with long return paths: 1,000 of ~1.2 KiB against 100 kB.
+        let store = MemoryStore::with_pending_bytes(10_000, 100_000, &SessionMetrics::default());
+        store
+            .set_nx("claim:response-1", b"1", Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let value = vec![b'x'; 1024];
+        for i in 0..1_000 {
+            store
+                .put(&format!("login:{i:06}"), &value, Duration::from_secs(600))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        store.pending.run_pending_tasks();
+        assert!(
+            store.pending.weighted_size() <= 100_000,
+            "{} bytes held",
+            store.pending.weighted_size()
+        );
+        let held = (0..1_000)
+            .filter(|i| store.pending.contains_key(&format!("login:{i:06}")))
+            .count();
+        assert!((50..=100).contains(&held), "{held} held");
+        assert!(
+            store.pending.contains_key("login:000999"),
+            "the newest went"
+        );
+        assert!(
+            !store.pending.contains_key("login:000000"),
+            "the oldest stayed"
+        );
+        // The replay cache is out of the flood's reach.
+        assert!(
+            !store
+                .set_nx("claim:response-1", b"1", Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
 
     #[tokio::test]
     async fn an_expired_session_leaves_the_index() {
