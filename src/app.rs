@@ -745,17 +745,14 @@ impl App {
 
     /// (c) The user signs out: local session first (always), then SAML single logout.
     async fn sign_out(&self, headers: &HeaderMap) -> Result<Response<Body>, Error> {
-        let Some(session) = self.load_session(headers).await? else {
+        let still_in = |e: crate::session::Error| Error::SignOutFailed(e.to_string());
+        let Some(session) = self.sessions.load(headers).await.map_err(still_in)? else {
             let mut resp = signed_out_page("You are signed out.");
             resp.headers_mut()
                 .append(header::SET_COOKIE, self.sessions.removal_cookie());
             return Ok(resp);
         };
-        let clear = self
-            .sessions
-            .destroy(&session)
-            .await
-            .map_err(session_error)?;
+        let clear = self.sessions.destroy(&session).await.map_err(still_in)?;
         tracing::info!(target: "audit", event = "logout", user = %session.identity.subject,
             session = %session.id.fingerprint(), "signed out");
         let mut resp = match self.slo_redirect(&session.identity).await {
@@ -817,20 +814,25 @@ impl App {
             })?
             .map_err(|e| logout_refused(&e))?;
         // A LogoutRequest is acted on once (it could otherwise end a later session again).
+        // With the store down nothing can be ended: the IdP is still answered (PartialLogout,
+        // SAML core §3.7.3.2), so that its logout chain goes on and it knows we failed.
         let ttl = self.config.saml.max_issue_age + self.config.saml.clock_skew * 2;
         let key = format!("logout:{}:{}", saml.idp().entity_id, verified.id);
-        if !self
-            .sessions
-            .claim_once(&key, ttl)
-            .await
-            .map_err(session_error)?
-        {
-            return Err(Error::LogoutRefused {
-                detail: "replayed LogoutRequest".into(),
-            });
-        }
+        let store_up = match self.sessions.claim_once(&key, ttl).await {
+            Ok(true) => true,
+            Ok(false) => {
+                return Err(Error::LogoutRefused {
+                    detail: "replayed LogoutRequest".into(),
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e,
+                    "IdP-initiated logout: the session store is not answering, no session ended");
+                false
+            }
+        };
         let mut ended = 0;
-        let mut partial = false;
+        let mut partial = !store_up;
         let indexes: Vec<Option<&str>> = if verified.session_indexes.is_empty() {
             vec![None]
         } else {
@@ -840,7 +842,7 @@ impl App {
                 .map(|s| Some(s.as_str()))
                 .collect()
         };
-        for index in indexes {
+        for index in indexes.into_iter().filter(|_| store_up) {
             match self
                 .sessions
                 .destroy_by_subject(&verified.name_id, index)
@@ -852,6 +854,13 @@ impl App {
                     partial = true;
                 }
             }
+        }
+        // Not fully acted on: the IdP may send it again.
+        if store_up
+            && partial
+            && let Err(e) = self.sessions.release_claim(&key).await
+        {
+            tracing::warn!(error = %e, "IdP-initiated logout: its replay claim stays");
         }
         tracing::info!(target: "audit", event = "idp_logout", user = %verified.name_id,
             sessions = ended, partial, "signed out by the IdP");
@@ -1464,6 +1473,9 @@ fn log_error(err: &Error, request_id: &str) {
         | Error::PayloadTooLarge
         | Error::RequestTimeout => {
             tracing::warn!(request_id, error = %err, "request refused")
+        }
+        Error::SignOutFailed(_) => {
+            tracing::warn!(request_id, error = %err, "sign-out failed: the session stays")
         }
         // The store logs an outage once when it starts and once when it ends; a line per
         // request would bury that (every request needs the store).

@@ -47,6 +47,10 @@ pub enum Error {
     /// once when it ends); retry later.
     #[error("session store unavailable: {0}")]
     StoreOutage(String),
+    /// A sign-out the session store could not carry out: the session is still valid, and the
+    /// page says so rather than let the user believe they are out.
+    #[error("sign-out failed: {0}")]
+    SignOutFailed(String),
     /// The dashboard could not be reached or did not answer in time.
     #[error(transparent)]
     Upstream(#[from] ProxyError),
@@ -75,7 +79,9 @@ impl Error {
             Error::Denied(_) | Error::LoginRefused { .. } | Error::LogoutRefused { .. } => {
                 StatusCode::FORBIDDEN
             }
-            Error::Unavailable { .. } | Error::StoreOutage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::StoreOutage(_) | Error::SignOutFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Upstream(ProxyError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Error::Upstream(ProxyError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -131,6 +137,12 @@ impl Error {
             ),
             Error::Unavailable { what, .. } => unavailable_page(status, what, request_id),
             Error::StoreOutage(_) => unavailable_page(status, "session store", request_id),
+            Error::SignOutFailed(_) => pages::page(
+                status,
+                "Not signed out",
+                "The session store is not answering, so you are still signed in. Please try again in a minute.",
+                request_id,
+            ),
             Error::Upstream(ProxyError::Timeout) => pages::page(
                 status,
                 "Gateway timeout",

@@ -358,6 +358,76 @@ async fn idp_initiated_redirect_logout_ends_every_session_of_the_name_id() {
     assert_eq!(get_logout(&sso, &q).await.status(), 403);
 }
 
+/// With the session store down, nothing can be ended, but the IdP's logout chain must go on:
+/// it gets a LogoutResponse saying so (PartialLogout), not our 503 page.
+#[tokio::test]
+async fn idp_initiated_logout_with_the_store_down_answers_partial_logout() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"redis://127.0.0.1:{closed}/0\"\noperation_timeout = \"100ms\""
+    );
+    let sso = Sso::start(Opts {
+        session: &session,
+        ..Opts::default()
+    })
+    .await;
+    let id = new_id();
+    let q = redirect_query(
+        "SAMLRequest",
+        &alice(&sso).xml(&id, None),
+        Some("idp-state"),
+        Some(&sso.idp.key_pem().unwrap()),
+    );
+    let resp = get_logout(&sso, &q).await;
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("https://idp.test/slo?SAMLResponse="));
+    let xml = inflate_param(&location, "SAMLResponse");
+    assert_eq!(attr(&xml, "InResponseTo"), id);
+    assert!(
+        xml.contains("urn:oasis:names:tc:SAML:2.0:status:PartialLogout"),
+        "{xml}"
+    );
+    assert!(!xml.contains(SUCCESS), "{xml}");
+    assert_eq!(decode_redirect_relay(&location), "idp-state");
+}
+
+/// Signing out while the session store is down cannot end the session: the user is told
+/// they are still signed in (503) and the cookie is kept, rather than a page that lets them
+/// think they are out.
+#[tokio::test]
+async fn sign_out_with_the_store_down_says_the_session_stays() {
+    let mut redis = support::local::OwnRedis::start(support::local::free_port());
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\noperation_timeout = \"100ms\"",
+        redis.url()
+    );
+    let sso = Sso::start(Opts {
+        session: &session,
+        ..Opts::default()
+    })
+    .await;
+    let mut b = Browser::new();
+    let cookie = login(&sso, &mut b, "_down").await;
+    assert!(signed_in(&sso, &cookie).await);
+    redis.stop();
+    let (resp, body) = gateway::get(
+        &format!("{}/saml/logout", sso.gw.public_url),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    let page = String::from_utf8_lossy(&body);
+    assert!(page.contains("still signed in"), "{page}");
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "the cookie was cleared"
+    );
+}
+
 fn decode_redirect_relay(location: &str) -> String {
     url::Url::parse(location)
         .unwrap()

@@ -506,6 +506,16 @@ impl Sessions {
             .await
     }
 
+    /// Gives back a claim of [`Sessions::claim_once`], so that the same key can be claimed
+    /// again (the message it stood for was not fully acted on and may be retried).
+    pub async fn release_claim(&self, key: &str) -> Result<(), Error> {
+        self.inner
+            .store
+            .delete(&format!("once:{}", digest_hex("once", key)))
+            .await
+            .map(|_| ())
+    }
+
     /// Takes the lock `name` for at most `ttl` unless someone (any replica) holds it.
     pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, Error> {
         let token = random_token::<16>();
