@@ -231,6 +231,24 @@ async fn a_cookie_is_refused_by_another_deployment_sharing_secret_and_store() {
 }
 
 #[tokio::test]
+async fn sessions_pushed_out_of_a_full_memory_store_are_counted() {
+    let mut cfg = memory_config();
+    cfg.max_entries = 3;
+    let sessions = Sessions::new(&cfg, false).await.expect("sessions");
+    for n in 0..10 {
+        sessions
+            .create(identity(&format!("user{n}@example.com"), None), None)
+            .await
+            .expect("create");
+    }
+    let SessionStore::Memory(m) = sessions.store() else {
+        panic!("memory")
+    };
+    assert!(m.session_count() <= 3, "{} held", m.session_count());
+    assert_eq!(sessions.metrics().evicted.get(), 10 - m.session_count());
+}
+
+#[tokio::test]
 async fn secret_rotation_previous_verify_unknown_refused() {
     let mut cfg = memory_config();
     cfg.secret = Secret::new(OLD_SECRET);

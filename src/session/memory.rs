@@ -158,9 +158,24 @@ impl MemoryStore {
     ) -> Self {
         let session_index: SessionIndex = Arc::default();
         let listener_index = session_index.clone();
+        let evicted = metrics.evicted.clone();
+        let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sessions = cache(max_entries)
             .eviction_listener(move |key: Arc<SessionKey>, stored: Stored, cause| {
-                if cause != moka::notification::RemovalCause::Replaced {
+                use moka::notification::RemovalCause;
+                if cause == RemovalCause::Size {
+                    evicted.inc();
+                    if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(
+                            max_entries,
+                            "the memory store is full: live sessions are being pushed out \
+                             (least recently used first) and their users must sign in again; \
+                             raise session.max_entries or use the Redis store \
+                             (samlgate_sessions_evicted counts them)"
+                        );
+                    }
+                }
+                if cause != RemovalCause::Replaced {
                     let index = index_id(&super::subject_index(&stored.record.identity.subject));
                     lock(&listener_index).remove(&(index, *key));
                 }

@@ -39,6 +39,9 @@ pub struct SessionMetrics {
     pub local_hits: Counter,
     /// Session lookups the in-process tier could not answer (went to Redis).
     pub local_misses: Counter,
+    /// Live sessions the memory store pushed out because `session.max_entries` was reached:
+    /// their users must sign in again.
+    pub evicted: Counter,
 }
 
 impl Default for SessionMetrics {
@@ -51,6 +54,7 @@ impl Default for SessionMetrics {
             store_refusals: Counter::default(),
             local_hits: Counter::default(),
             local_misses: Counter::default(),
+            evicted: Counter::default(),
         }
     }
 }
@@ -92,6 +96,11 @@ impl SessionMetrics {
             "samlgate_session_local_tier_misses",
             "Session lookups that went to Redis",
             self.local_misses.clone(),
+        );
+        registry.register(
+            "samlgate_sessions_evicted",
+            "Live sessions the memory store pushed out at session.max_entries (users must sign in again)",
+            self.evicted.clone(),
         );
     }
 
