@@ -73,10 +73,16 @@ impl Identity {
     }
 }
 
-/// Whether `s` has the shape of an email address: `local@domain.tld`, one `@`, no whitespace.
+/// Whether `s` has the shape of an email address: `local@domain.tld`, one `@`, no whitespace,
+/// and a domain of at least two labels none of which is empty (so no leading or trailing dot
+/// and no `..`: `bob@.corp.example.org` is not an email, and would otherwise match
+/// `*.corp.example.org`).
 pub fn looks_like_email(s: &str) -> bool {
     s.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.contains('@')
+            && domain.split('.').all(|label| !label.is_empty())
     }) && !s.contains(char::is_whitespace)
 }
 
@@ -132,6 +138,26 @@ fn intern_groups(list: &Groups) -> Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_domain_has_no_empty_label() {
+        for ok in ["bob@corp.example.org", "a.b@x.io", "o\"d@example.com"] {
+            assert!(looks_like_email(ok), "{ok}");
+        }
+        for bad in [
+            "bob@.corp.example.org",
+            "bob@corp.example.org.",
+            "bob@corp..example.org",
+            "bob@.",
+            "bob@..",
+            "bob@example",
+            "@example.com",
+            "bob@ex@ample.com",
+            "bo b@example.com",
+        ] {
+            assert!(!looks_like_email(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn interning_shares_equal_values_and_keeps_unique_ones() {

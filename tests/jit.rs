@@ -230,3 +230,41 @@ async fn burst_of_first_logins_across_two_replicas_creates_one_account() {
     );
     assert_eq!(scim.users().len(), 1);
 }
+
+#[tokio::test]
+async fn an_inactive_user_in_any_spelling_and_an_email_with_an_empty_domain_label_get_403() {
+    let (scim, sso) = start_provisioning("allowed_domains = [\"*.corp.example.org\"]").await;
+    // RFC 7643 §2.1: `Active` is `active`; false means no session.
+    scim.set_lookup_answer(Some((
+        200,
+        serde_json::json!({"totalResults": 1, "Resources": [
+            {"id": "u-k", "userName": "k1@eu.corp.example.org", "Active": false}]})
+        .to_string(),
+    )));
+    let (resp, body) = login_as(
+        &sso,
+        "k1@eu.corp.example.org",
+        Some("k1@eu.corp.example.org"),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+    assert!(
+        String::from_utf8_lossy(&body)
+            .to_lowercase()
+            .contains("deactivated")
+    );
+    scim.set_lookup_answer(None);
+    // An empty domain label is not an email: no admin-API call, no account.
+    scim.clear_requests();
+    let (resp, body) = login_as(&sso, "opaque-bob", Some("bob@.corp.example.org")).await;
+    assert_eq!(resp.status(), 403);
+    assert!(!sets_session(&resp));
+    assert!(
+        String::from_utf8_lossy(&body)
+            .to_lowercase()
+            .contains("email")
+    );
+    assert!(scim.requests().is_empty(), "{:?}", scim.requests());
+    assert!(sso.dash.seen().is_empty());
+}

@@ -682,3 +682,295 @@ async fn outcomes_and_latency_are_exported() {
         assert!(text.contains(line), "missing {line} in:\n{text}");
     }
 }
+
+/// Resolves `email` with a fresh provisioner (no cache) against `scim`.
+async fn fresh_resolve(scim: &FakeScim, email: &str) -> Result<Identity, ProvisionError> {
+    provisioner(&config(scim)).resolve(person(email)).await
+}
+
+/// A ListResponse holding `resources`, as raw text.
+fn list_response(resources: serde_json::Value) -> String {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+           "totalResults": resources.as_array().map_or(0, Vec::len), "Resources": resources})
+    .to_string()
+}
+
+/// RFC 7643 §2.1: attribute names are case-insensitive, and `active` is read fail-closed.
+#[tokio::test]
+async fn active_fails_closed_in_any_spelling_and_value() {
+    let scim = FakeScim::start(TOKEN).await;
+    let (logs, _guard) = support::provisioning::capture_logs();
+    let refused = [
+        ("Active", json!(false)),
+        ("ACTIVE", json!("False")),
+        ("active", json!(0)),
+        ("active", json!("nein-7c1")),
+        ("active", json!({"value": true})),
+        ("active", json!([true])),
+        ("active", json!(2)),
+    ];
+    for (key, value) in refused {
+        let mut user = json!({"id": "u-k", "userName": "k1@example.com"});
+        user[key] = value.clone();
+        scim.set_lookup_answer(Some((200, list_response(json!([user])))));
+        assert_eq!(
+            fresh_resolve(&scim, "k1@example.com").await,
+            Err(ProvisionError::Inactive),
+            "{key}: {value}"
+        );
+    }
+    // Two spellings, one of them not active: inactive.
+    scim.set_lookup_answer(Some((
+        200,
+        list_response(
+            json!([{"id": "u-k", "userName": "k1@example.com", "active": true, "Active": false}]),
+        ),
+    )));
+    assert_eq!(
+        fresh_resolve(&scim, "k1@example.com").await,
+        Err(ProvisionError::Inactive)
+    );
+    // What an unreadable value logs: its JSON type and the id, never the value.
+    let warned = logs.lines_with(&["WARN", "u-k", "treating the user as inactive"]);
+    assert_eq!(warned.len(), 4, "{}", logs.text());
+    assert!(warned.iter().any(|l| l.contains("string")), "{warned:?}");
+    assert!(warned.iter().any(|l| l.contains("object")), "{warned:?}");
+    assert!(!logs.text().contains("nein-7c1"), "{}", logs.text());
+
+    for value in [json!(true), json!("TRUE"), json!(1), json!(null)] {
+        scim.set_lookup_answer(Some((
+            200,
+            list_response(
+                json!([{"id": "u-k", "userName": "k1@example.com", "active": value.clone()}]),
+            ),
+        )));
+        let who = fresh_resolve(&scim, "k1@example.com").await;
+        assert_eq!(
+            who.map(|w| w.user_id),
+            Ok(Some("u-k".into())),
+            "active: {value}"
+        );
+    }
+    assert!(scim.creates().is_empty());
+}
+
+#[tokio::test]
+async fn a_list_and_a_user_in_another_spelling_are_read_alike() {
+    let scim = FakeScim::start(TOKEN).await;
+    scim.set_lookup_answer(Some((
+        200,
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalresults": 1,
+               "resources": [{"ID": "u-r", "username": "R1@example.com", "ACTIVE": true,
+                              "Name": {"GIVENNAME": "R", "familyname": "One"},
+                              "Roles": [{"Value": "Editor", "Type": "permissionSet", "Primary": true}],
+                              "ENTITLEMENTS": [{"VALUE": "Staging", "TYPE": "workspace"}]}]})
+        .to_string(),
+    )));
+    let who = fresh_resolve(&scim, "r1@example.com").await.expect("found");
+    assert_eq!(who.user_id.as_deref(), Some("u-r"));
+    assert_eq!(
+        (who.workspace.as_deref(), who.permission_set.as_deref()),
+        (Some("Staging"), Some("Editor"))
+    );
+    assert!(scim.creates().is_empty(), "found, so not created");
+    // Inactive under that spelling too.
+    scim.set_lookup_answer(Some((
+        200,
+        json!({"resources": [{"id": "u-r", "USERNAME": "r1@example.com", "Active": "false"}]})
+            .to_string(),
+    )));
+    assert_eq!(
+        fresh_resolve(&scim, "r1@example.com").await,
+        Err(ProvisionError::Inactive)
+    );
+    assert!(scim.creates().is_empty());
+}
+
+#[tokio::test]
+async fn of_several_case_variants_the_exact_one_is_taken_and_else_none() {
+    let scim = FakeScim::start(TOKEN).await;
+    scim.preload(json!({"userName": "H2@example.com", "active": false}));
+    let lower = scim.preload(json!({"userName": "h2@example.com", "active": true}));
+    let (logs, _guard) = support::provisioning::capture_logs();
+    let who = fresh_resolve(&scim, "h2@example.com").await.expect("found");
+    assert_eq!(who.user_id.as_deref(), Some(lower.as_str()));
+    assert_eq!(
+        fresh_resolve(&scim, "H2@example.com").await,
+        Err(ProvisionError::Inactive)
+    );
+    // Neither is spelled as asked: no guess, no create.
+    assert_eq!(
+        fresh_resolve(&scim, "h2@EXAMPLE.com").await,
+        unavailable(UnavailableReason::BadResponse)
+    );
+    assert!(scim.creates().is_empty());
+    assert_eq!(
+        logs.lines_with(&["WARN", "h2@EXAMPLE.com", "refusing to guess"])
+            .len(),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_a_bad_response_not_retried() {
+    let scim = FakeScim::start(TOKEN).await;
+    let (logs, _guard) = support::provisioning::capture_logs();
+    let padding = "x".repeat((1 << 20) + 1);
+    scim.set_lookup_answer(Some((
+        200,
+        list_response(json!([{"id": "u-big", "userName": "big@example.com", "padding": padding}])),
+    )));
+    assert_eq!(
+        fresh_resolve(&scim, "big@example.com").await,
+        unavailable(UnavailableReason::BadResponse)
+    );
+    assert_eq!(scim.lookups().len(), 1, "not retried as transient");
+    assert!(scim.creates().is_empty());
+    assert_eq!(
+        logs.lines_with(&["WARN", "big@example.com", "too large"])
+            .len(),
+        1,
+        "{}",
+        logs.text()
+    );
+    assert!(
+        logs.lines_with(&["reason=\"unreachable\""]).is_empty(),
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn a_create_answered_without_an_id_is_looked_up_once_and_used() {
+    let scim = FakeScim::start(TOKEN).await;
+    scim.create_without_id_next();
+    let who = fresh_resolve(&scim, "noid@example.com")
+        .await
+        .expect("found after the create");
+    let stored = scim.user("noid@example.com").expect("created");
+    assert_eq!(who.user_id.as_deref(), stored["id"].as_str());
+    assert_eq!(who.workspace.as_deref(), Some("Production"));
+    assert_eq!((scim.creates().len(), scim.lookups().len()), (1, 2));
+}
+
+#[tokio::test]
+async fn a_create_that_times_out_is_looked_up_once_and_used() {
+    let scim = FakeScim::start(TOKEN).await;
+    scim.set_create_answer_delay(Duration::from_secs(3));
+    let mut cfg = config(&scim);
+    cfg.timeout = Duration::from_millis(300);
+    let t = Instant::now();
+    let who = provisioner(&cfg)
+        .resolve(person("late@example.com"))
+        .await
+        .expect("found after the create timed out");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let stored = scim.user("late@example.com").expect("created");
+    assert_eq!(who.user_id.as_deref(), stored["id"].as_str());
+    assert_eq!((scim.creates().len(), scim.lookups().len()), (1, 2));
+}
+
+fn braze_config(scim: &FakeScim) -> ProvisioningConfig {
+    let mut cfg = config(scim);
+    cfg.payload = Payload::Braze {
+        request_origin: "https://dash.example.com".into(),
+        department: "bi".into(),
+    };
+    cfg
+}
+
+/// CONTRACT.md: Braze requests carry `Content-Type: application/json`, the bodiless GET too.
+#[tokio::test]
+async fn braze_lookups_carry_content_type_too() {
+    let scim = FakeScim::start_flavor(TOKEN, Flavor::Braze).await;
+    scim.add_user("known@example.com", true);
+    let p = provisioner(&braze_config(&scim));
+    p.resolve(person("known@example.com")).await.expect("found");
+    p.resolve(person("new@example.com")).await.expect("created");
+    let requests = scim.requests();
+    assert_eq!(requests.len(), 3, "two lookups and a create");
+    for r in &requests {
+        assert_eq!(r.header("content-type"), "application/json", "{}", r.method);
+        assert_eq!(r.header("x-request-origin"), "https://dash.example.com");
+    }
+}
+
+/// Braze requires givenName and familyName: a part the IdP did not send is the email's local part.
+#[tokio::test]
+async fn braze_create_fills_missing_names_with_the_local_part() {
+    let scim = FakeScim::start_flavor(TOKEN, Flavor::Braze).await;
+    let p = provisioner(&braze_config(&scim));
+    let mut nameless = person("no.name@example.com");
+    nameless.first_name = None;
+    nameless.last_name = None;
+    p.resolve(nameless).await.expect("created");
+    let mut half = person("half@example.com");
+    half.last_name = Some(" ".into());
+    p.resolve(half).await.expect("created");
+
+    let creates = scim.creates();
+    assert_eq!(
+        creates[0].body["name"],
+        json!({"givenName": "no.name", "familyName": "no.name"})
+    );
+    assert_eq!(
+        creates[1].body["name"],
+        json!({"givenName": "Ann", "familyName": "half"})
+    );
+    assert_eq!(scim.users().len(), 2);
+}
+
+#[tokio::test]
+async fn an_email_domain_with_an_empty_label_is_not_an_email() {
+    let scim = FakeScim::start(TOKEN).await;
+    let mut cfg = config(&scim);
+    cfg.allowed_domains = vec![DomainPattern::parse("*.corp.example.org").expect("pattern")];
+    let p = provisioner(&cfg);
+    for bad in [
+        "bob@.corp.example.org",
+        "bob@eu..corp.example.org",
+        "bob@eu.corp.example.org.",
+    ] {
+        assert_eq!(
+            p.resolve(person(bad)).await,
+            Err(ProvisionError::NoEmail),
+            "{bad}"
+        );
+    }
+    assert!(scim.requests().is_empty(), "{:?}", scim.requests());
+    p.resolve(person("bob@eu.corp.example.org"))
+        .await
+        .expect("a real subdomain");
+}
+
+#[tokio::test]
+async fn a_refused_token_is_logged_as_an_error_and_never_shown() {
+    let scim = FakeScim::start("another-token").await;
+    let (logs, _guard) = support::provisioning::capture_logs();
+    assert_eq!(
+        fresh_resolve(&scim, "t@example.com").await,
+        unavailable(UnavailableReason::Refused { status: 401 })
+    );
+    let scim2 = FakeScim::start(TOKEN).await;
+    scim2.set_failure(Some(403));
+    assert_eq!(
+        fresh_resolve(&scim2, "t@example.com").await,
+        unavailable(UnavailableReason::Refused { status: 403 })
+    );
+    for status in ["HTTP 401", "HTTP 403"] {
+        assert_eq!(
+            logs.lines_with(&["ERROR", "refused samlgate's bearer token", status])
+                .len(),
+            1,
+            "{}",
+            logs.text()
+        );
+    }
+    assert!(!logs.text().contains(TOKEN) && !logs.text().contains("another-token"));
+}

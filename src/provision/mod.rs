@@ -510,6 +510,35 @@ impl Inner {
                     }
                 }
             }
+            Err(e) if e.create_may_have_happened() => {
+                // Nothing half-created: the account may exist although the create's answer was
+                // lost, late or unusable. One lookup (its own `timeout`, as every call) tells.
+                let unavailable = self.failed("create", email, e);
+                tracing::warn!(user = %email, "the create may have been carried out; looking the user up once");
+                match self.scim.lookup(email, Instant::now() + self.timeout).await {
+                    Ok(Some(user)) => {
+                        self.breaker.success();
+                        tracing::info!(user = %email, user_id = %user.id, "the account exists after all; using it");
+                        let mut resolved = self.existing(identity, email, user).await?;
+                        resolved.created = true;
+                        resolved
+                            .workspace
+                            .get_or_insert_with(|| workspace.to_string());
+                        resolved
+                            .permission_set
+                            .get_or_insert_with(|| permission_set.to_string());
+                        Ok(resolved)
+                    }
+                    Ok(None) => {
+                        tracing::warn!(user = %email, "no such account after the failed create; nothing was created");
+                        Err(unavailable)
+                    }
+                    Err(e) => {
+                        tracing::warn!(user = %email, error = %e, "the lookup after the failed create failed too");
+                        Err(unavailable)
+                    }
+                }
+            }
             Err(e) => Err(self.failed("create", email, e)),
         }
     }
@@ -598,8 +627,26 @@ impl Inner {
 
     /// Records a failed admin-API call with the breaker and turns it into the page's error.
     fn failed(&self, op: &'static str, email: &str, e: ScimError) -> ProvisionError {
-        self.breaker.failure();
-        tracing::warn!(user = %email, op, error = %e, "admin API call failed");
+        match &e {
+            // The dashboard's data about one user, not the admin API's health: not counted.
+            ScimError::Ambiguous(_) => {
+                tracing::warn!(user = %email, op, error = %e, "admin API answer refused");
+            }
+            // A configuration error, not an outage: every login fails until the token is fixed.
+            ScimError::Status {
+                status: status @ (401 | 403),
+                ..
+            } => {
+                self.breaker.failure();
+                tracing::error!(user = %email, op, status,
+                    "the admin API refused samlgate's bearer token (HTTP {status}): check provisioning.token (or token_file){}",
+                    if self.scim.is_braze() { " and provisioning.braze.request_origin" } else { "" });
+            }
+            _ => {
+                self.breaker.failure();
+                tracing::warn!(user = %email, op, error = %e, "admin API call failed");
+            }
+        }
         let reason = match e {
             ScimError::Timeout => UnavailableReason::Timeout,
             ScimError::Transport(_) => UnavailableReason::Unreachable,
@@ -608,7 +655,10 @@ impl Inner {
             }
             ScimError::Status { status, .. } => UnavailableReason::Refused { status },
             ScimError::Conflict => UnavailableReason::Refused { status: 409 },
-            ScimError::BadResponse(_) | ScimError::Template(_) => UnavailableReason::BadResponse,
+            ScimError::BadResponse(_)
+            | ScimError::TooLarge
+            | ScimError::Ambiguous(_)
+            | ScimError::Template(_) => UnavailableReason::BadResponse,
         };
         ProvisionError::Unavailable { reason }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -49,6 +49,16 @@ pub(crate) enum ScimError {
     /// An answer that is not the SCIM resource it should be.
     #[error("unexpected answer: {0}")]
     BadResponse(String),
+    /// An answer over [`MAX_RESPONSE_BYTES`]: refused unread, not retried.
+    #[error("the answer is too large (over {} KiB); refused", MAX_RESPONSE_BYTES / 1024)]
+    TooLarge,
+    /// A lookup listed several users whose `userName` equals the one asked for case-insensitively
+    /// and none (or more than one) exactly: the dashboard's data is ambiguous, samlgate does not
+    /// guess which account is meant.
+    #[error(
+        "{0} users have this userName case-insensitively and not exactly one has it exactly; refusing to guess"
+    )]
+    Ambiguous(usize),
     /// The payload template did not fill into JSON.
     #[error("the payload template does not fill into JSON: {0}")]
     Template(String),
@@ -61,6 +71,16 @@ impl ScimError {
             Self::Transport(_) => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
+        }
+    }
+
+    /// Whether a create that failed this way may still have been carried out by the server
+    /// (its answer was lost, late, cut or unusable), so that a lookup is due before giving up.
+    pub(crate) fn create_may_have_happened(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Transport(_) | Self::BadResponse(_) | Self::TooLarge => true,
+            Self::Status { status, .. } => *status >= 500,
+            Self::Conflict | Self::Ambiguous(_) | Self::Template(_) => false,
         }
     }
 }
@@ -184,7 +204,7 @@ impl Shape {
             Self::Braze { department } => json!({
                 "schemas": [USER_SCHEMA],
                 "userName": u.email,
-                "name": name,
+                "name": braze_name(u.given_name, u.family_name, u.email),
                 "department": department,
                 "permissions": {
                     "companyPermissions": [],
@@ -214,14 +234,19 @@ impl Shape {
         match self {
             Self::Scim => scim_read_back(v),
             Self::Braze { .. } => {
-                let group = v.pointer("/permissions/appGroup/0");
+                let group = attr_path(v, &["permissions", "appGroup", "0"]);
                 let ws = group
-                    .and_then(|g| g.get("appGroupName"))
-                    .and_then(Value::as_str);
+                    .and_then(|g| attr(g, "appGroupName"))
+                    .and_then(as_string);
                 let ps = group
-                    .and_then(|g| g.pointer("/appGroupPermissionSets/0/appGroupPermissionSetName"))
-                    .and_then(Value::as_str);
-                (ws.map(str::to_string), ps.map(str::to_string))
+                    .and_then(|g| {
+                        attr_path(
+                            g,
+                            &["appGroupPermissionSets", "0", "appGroupPermissionSetName"],
+                        )
+                    })
+                    .and_then(as_string);
+                (ws, ps)
             }
             Self::Template {
                 workspace,
@@ -245,7 +270,7 @@ impl Shape {
     pub(crate) fn replace_body(&self, existing: &ScimUser, u: &NewUser<'_>) -> Value {
         let mut v = existing.raw.clone();
         if let Some(obj) = v.as_object_mut() {
-            obj.remove("meta");
+            obj.retain(|k, _| !k.eq_ignore_ascii_case("meta"));
         }
         set_name(&mut v, u.given_name, u.family_name);
         match self {
@@ -266,29 +291,30 @@ impl Shape {
             Self::Braze { department } => {
                 // Braze's PUT takes name, department and permissions; the first appGroup entry
                 // is the one read back, so ours goes first and replaces the old first entry.
-                let mut groups: Vec<Value> = v
-                    .pointer("/permissions/appGroup")
+                let mut groups: Vec<Value> = attr_path(&v, &["permissions", "appGroup"])
                     .and_then(Value::as_array)
                     .map(|a| {
                         a.iter()
                             .skip(1)
                             .filter(|g| {
-                                g.get("appGroupName").and_then(Value::as_str) != Some(u.workspace)
+                                attr(g, "appGroupName").and_then(Value::as_str) != Some(u.workspace)
                             })
                             .cloned()
                             .collect()
                     })
                     .unwrap_or_default();
                 groups.insert(0, braze_app_group(u.workspace, u.permission_set));
-                let company = v
-                    .pointer("/permissions/companyPermissions")
+                let company = attr_path(&v, &["permissions", "companyPermissions"])
                     .cloned()
                     .unwrap_or_else(|| json!([]));
-                let department = v
-                    .get("department")
+                let department = attr(&v, "department")
                     .cloned()
                     .unwrap_or_else(|| department.as_str().into());
-                let name = v.get("name").cloned().unwrap_or_else(|| json!({}));
+                // Braze's canonical spellings; a name part still missing (neither the dashboard
+                // nor the IdP has it) is filled in as on create.
+                let given = attr_path(&v, &["name", "givenName"]).and_then(as_string);
+                let family = attr_path(&v, &["name", "familyName"]).and_then(as_string);
+                let name = braze_name(given.as_deref(), family.as_deref(), u.email);
                 v = json!({
                     "schemas": [USER_SCHEMA],
                     "name": name,
@@ -333,25 +359,14 @@ impl Shape {
 
     /// Parses a user resource.
     fn user(&self, v: Value) -> Result<ScimUser, ScimError> {
-        let id = match v.get("id") {
+        let id = match attr(&v, "id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(ScimError::BadResponse("a user without an id".into())),
         };
-        // RFC 7643 §4.1.1: `active` is a boolean; some servers send "false" as a string.
-        let active = match v.get("active") {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
-            _ => true,
-        };
-        let given_name = v
-            .pointer("/name/givenName")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let family_name = v
-            .pointer("/name/familyName")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let active = read_active(&v, &id);
+        let given_name = attr_path(&v, &["name", "givenName"]).and_then(as_string);
+        let family_name = attr_path(&v, &["name", "familyName"]).and_then(as_string);
         let (workspace, permission_set) = self.read_back(&v);
         Ok(ScimUser {
             id,
@@ -363,6 +378,18 @@ impl Shape {
             raw: v,
         })
     }
+}
+
+/// Braze requires both `givenName` and `familyName`: a part the IdP did not send (or sent
+/// blank) becomes the email's local part (docs/provisioning/braze.md).
+fn braze_name(given: Option<&str>, family: Option<&str>, email: &str) -> Value {
+    let local = email.rsplit_once('@').map_or(email, |(local, _)| local);
+    let or_local = |part: Option<&str>| {
+        part.filter(|p| !p.trim().is_empty())
+            .unwrap_or(local)
+            .to_string()
+    };
+    json!({"givenName": or_local(given), "familyName": or_local(family)})
 }
 
 fn braze_app_group(workspace: &str, permission_set: &str) -> Value {
@@ -379,33 +406,35 @@ fn scim_read_back(v: &Value) -> (Option<String>, Option<String>) {
 /// The `value` of the multi-valued attribute `attr`'s entry of `type` (RFC 7643 §2.4), the
 /// primary one first when `prefer_primary`.
 fn typed_value(v: &Value, attr: &str, ty: &str, prefer_primary: bool) -> Option<String> {
-    let items = v.get(attr)?.as_array()?;
+    let items = self::attr(v, attr)?.as_array()?;
     let of_type = |i: &&Value| {
-        i.get("type")
+        self::attr(i, "type")
             .and_then(Value::as_str)
             .is_some_and(|t| t.eq_ignore_ascii_case(ty))
     };
-    let primary = |i: &&Value| i.get("primary").and_then(Value::as_bool) == Some(true);
+    let primary = |i: &&Value| self::attr(i, "primary").and_then(Value::as_bool) == Some(true);
     let pick = if prefer_primary {
         items.iter().filter(of_type).find(primary)
     } else {
         None
     };
     pick.or_else(|| items.iter().find(of_type))
-        .and_then(|i| i.get("value"))
+        .and_then(|i| self::attr(i, "value"))
         .and_then(as_string)
 }
 
 /// Replaces every entry of `type` in the multi-valued `attr` by `entry`, keeping the others.
+/// The attribute keeps the spelling the server gave it.
 fn replace_typed(v: &mut Value, attr: &str, ty: &str, entry: Value) {
     let Some(obj) = v.as_object_mut() else { return };
+    let key = attr_key(obj, attr).unwrap_or_else(|| attr.to_string());
     let mut items: Vec<Value> = obj
-        .get(attr)
+        .get(&key)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter(|i| {
-                    !i.get("type")
+                    !self::attr(i, "type")
                         .and_then(Value::as_str)
                         .is_some_and(|t| t.eq_ignore_ascii_case(ty))
                 })
@@ -414,24 +443,113 @@ fn replace_typed(v: &mut Value, attr: &str, ty: &str, entry: Value) {
         })
         .unwrap_or_default();
     items.insert(0, entry);
-    obj.insert(attr.into(), Value::Array(items));
+    obj.insert(key, Value::Array(items));
 }
 
+/// Sets `name.givenName`/`name.familyName` where given, under the spellings the server used.
 fn set_name(v: &mut Value, given: Option<&str>, family: Option<&str>) {
     let Some(obj) = v.as_object_mut() else { return };
-    let name = obj.entry("name").or_insert_with(|| json!({}));
+    let key = attr_key(obj, "name").unwrap_or_else(|| "name".to_string());
+    let name = obj.entry(key).or_insert_with(|| json!({}));
     if let Some(name) = name.as_object_mut() {
-        if let Some(g) = given {
-            name.insert("givenName".into(), g.into());
-        }
-        if let Some(f) = family {
-            name.insert("familyName".into(), f.into());
+        for (sub, value) in [("givenName", given), ("familyName", family)] {
+            if let Some(value) = value {
+                let key = attr_key(name, sub).unwrap_or_else(|| sub.to_string());
+                name.insert(key, value.into());
+            }
         }
     }
 }
 
 fn as_string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
+}
+
+// RFC 7643 §2.1: "Attribute names are case insensitive". Every attribute samlgate reads from an
+// admin-API answer is read through these, the exact spelling first.
+
+/// The member of object `v` named `name` in any case (the exact spelling preferred).
+pub(crate) fn attr<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
+    let obj = v.as_object()?;
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, x)| x)
+    })
+}
+
+/// [`attr`], mutable.
+fn attr_mut<'v>(v: &'v mut Value, name: &str) -> Option<&'v mut Value> {
+    let obj = v.as_object_mut()?;
+    let key = attr_key(obj, name)?;
+    obj.get_mut(&key)
+}
+
+/// The spelling under which object `obj` holds `name` (the exact one preferred).
+fn attr_key(obj: &Map<String, Value>, name: &str) -> Option<String> {
+    if obj.contains_key(name) {
+        return Some(name.to_string());
+    }
+    obj.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned()
+}
+
+/// Follows `path` through objects (names, case-insensitively) and arrays (decimal indexes).
+fn attr_path<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |cur, step| match cur {
+        Value::Array(a) => a.get(step.parse::<usize>().ok()?),
+        _ => attr(cur, step),
+    })
+}
+
+/// What an `active` value says.
+#[derive(Debug, PartialEq, Eq)]
+enum Activeness {
+    Active,
+    Inactive,
+    /// Neither a boolean, "true"/"false" nor 1/0: the JSON type, for the log.
+    Unreadable(&'static str),
+}
+
+/// RFC 7643 §4.1.1 `active` is a boolean; servers also send "true"/"false" (any case) and 1/0.
+fn activeness(v: &Value) -> Activeness {
+    match v {
+        Value::Bool(true) => Activeness::Active,
+        Value::Bool(false) => Activeness::Inactive,
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Activeness::Active,
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Activeness::Inactive,
+        Value::Number(n) if n.as_f64() == Some(1.0) => Activeness::Active,
+        Value::Number(n) if n.as_f64() == Some(0.0) => Activeness::Inactive,
+        Value::String(_) => Activeness::Unreadable("string"),
+        Value::Number(_) => Activeness::Unreadable("number"),
+        Value::Array(_) => Activeness::Unreadable("array"),
+        Value::Object(_) => Activeness::Unreadable("object"),
+        Value::Null => Activeness::Unreadable("null"),
+    }
+}
+
+/// Whether user resource `v` (with SCIM id `id`) is active, failing closed: absent (Braze has no
+/// such attribute) or `null` (RFC 7643 §2.5: the same as unassigned) is active; a value that is
+/// not understood, or several spellings of `active` of which one is not active, is inactive.
+fn read_active(v: &Value, id: &str) -> bool {
+    let Some(obj) = v.as_object() else {
+        return true;
+    };
+    let mut active = true;
+    for (_, value) in obj
+        .iter()
+        .filter(|(k, x)| k.eq_ignore_ascii_case("active") && !x.is_null())
+    {
+        match activeness(value) {
+            Activeness::Active => {}
+            Activeness::Inactive => active = false,
+            Activeness::Unreadable(json_type) => {
+                tracing::warn!(user_id = %id, json_type,
+                    "the admin API gave the user an `active` value that is neither a boolean, \"true\"/\"false\" nor 1/0; treating the user as inactive");
+                active = false;
+            }
+        }
+    }
+    active
 }
 
 /// `s` as the inside of a JSON string literal (RFC 8259 §7).
@@ -493,7 +611,7 @@ fn pick_item(a: &[Value], index: usize, literals: &[(String, Value)]) -> Option<
     if !literals.is_empty()
         && let Some(i) = a
             .iter()
-            .position(|x| literals.iter().all(|(k, l)| x.get(k) == Some(l)))
+            .position(|x| literals.iter().all(|(k, l)| attr(x, k) == Some(l)))
     {
         return Some(i);
     }
@@ -502,7 +620,7 @@ fn pick_item(a: &[Value], index: usize, literals: &[(String, Value)]) -> Option<
 
 fn follow<'v>(v: &'v Value, path: &[Step]) -> Option<&'v Value> {
     path.iter().try_fold(v, |cur, step| match step {
-        Step::Key(k) => cur.get(k),
+        Step::Key(k) => attr(cur, k),
         Step::Item { index, literals } => {
             let a = cur.as_array()?;
             a.get(pick_item(a, *index, literals)?)
@@ -514,7 +632,7 @@ fn set_at(v: &mut Value, path: &[Step], value: &str) {
     let mut cur = v;
     for step in path {
         cur = match step {
-            Step::Key(k) => match cur.get_mut(k) {
+            Step::Key(k) => match attr_mut(cur, k) {
                 Some(next) => next,
                 None => return,
             },
@@ -569,6 +687,7 @@ pub(crate) struct ScimClient {
     base: String,
     authorization: HeaderValue,
     media_type: HeaderValue,
+    /// Braze: `X-Request-Origin`, and `Content-Type` on every request (bodiless ones too).
     request_origin: Option<HeaderValue>,
     pub(crate) shape: Shape,
     pub(crate) latency: Family<OpLabel, Histogram>,
@@ -633,6 +752,11 @@ impl ScimClient {
         })
     }
 
+    /// Whether this client speaks the Braze preset.
+    pub(crate) fn is_braze(&self) -> bool {
+        matches!(self.shape, Shape::Braze { .. })
+    }
+
     /// `GET {base}/Users?filter=userName eq "<user_name>"` (RFC 7644 §3.4.2.2): the user whose
     /// `userName` equals `user_name` case-insensitively, if any. One attempt.
     pub(crate) async fn lookup(
@@ -653,24 +777,36 @@ impl ScimClient {
         }
         let list: Value = serde_json::from_slice(&body)
             .map_err(|e| ScimError::BadResponse(format!("ListResponse is not JSON: {e}")))?;
-        // RFC 7644 §3.4.2: `Resources` may be absent when totalResults is 0.
-        let resources = match list.get("Resources") {
+        // RFC 7644 §3.4.2: `Resources` may be absent when totalResults is 0. RFC 7643 §2.1:
+        // attribute names (here `Resources`, `userName`) are case-insensitive.
+        let resources = match attr(&list, "Resources") {
             Some(Value::Array(a)) => a.as_slice(),
             None | Some(Value::Null) => &[],
             Some(_) => return Err(ScimError::BadResponse("Resources is not an array".into())),
         };
         // The filter is the server's business; the decision is ours: userName is caseExact=false
         // (RFC 7643 §4.1.1), so compare case-insensitively and ignore anything else returned.
-        for r in resources {
-            let name = r
-                .get("userName")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if name.to_lowercase() == user_name.to_lowercase() {
-                return self.shape.user(r.clone()).map(Some);
-            }
-        }
-        Ok(None)
+        let wanted = user_name.to_lowercase();
+        let matching: Vec<(&Value, bool)> = resources
+            .iter()
+            .filter_map(|r| {
+                let name = attr(r, "userName").and_then(Value::as_str)?;
+                (name.to_lowercase() == wanted).then_some((r, name == user_name))
+            })
+            .collect();
+        let exact: Vec<&Value> = matching
+            .iter()
+            .filter(|(_, exact)| *exact)
+            .map(|(r, _)| *r)
+            .collect();
+        // Several accounts that differ only in case (a dashboard that does not enforce RFC 7643's
+        // case-insensitive uniqueness): the one spelled exactly as asked, else none at all.
+        let chosen = match (matching.as_slice(), exact.as_slice()) {
+            ([], _) => return Ok(None),
+            ([(only, _)], _) | (_, [only]) => *only,
+            (several, _) => return Err(ScimError::Ambiguous(several.len())),
+        };
+        self.shape.user(chosen.clone()).map(Some)
     }
 
     /// `POST {base}/Users` (RFC 7644 §3.3): 201 gives the new user; 409 is [`ScimError::Conflict`].
@@ -745,7 +881,9 @@ impl ScimClient {
         if let Some(h) = req.headers_mut() {
             h.insert(AUTHORIZATION, self.authorization.clone());
             h.insert(ACCEPT, self.media_type.clone());
-            if body.is_some() {
+            // CONTRACT.md: Braze requests carry `Content-Type: application/json`, the lookup's
+            // GET included.
+            if body.is_some() || self.request_origin.is_some() {
                 h.insert(CONTENT_TYPE, self.media_type.clone());
             }
             if let Some(o) = &self.request_origin {
@@ -763,10 +901,24 @@ impl ScimClient {
                 .await
                 .map_err(|e| ScimError::Transport(crate::outbound::error_chain(&e)))?;
             let status = resp.status();
+            let announced = resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if announced.is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+                return Err(ScimError::TooLarge);
+            }
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|e| ScimError::Transport(format!("reading the answer: {e}")))?
+                .map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        ScimError::TooLarge
+                    } else {
+                        ScimError::Transport(format!("reading the answer: {e}"))
+                    }
+                })?
                 .to_bytes();
             Ok((status, body))
         };
@@ -785,7 +937,7 @@ impl ScimClient {
 fn status_error(status: StatusCode, body: &[u8]) -> ScimError {
     // RFC 7644 §3.12: errors carry `detail`; keep it short, it may end up in a log line.
     let detail = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-        v.get("detail")
+        attr(&v, "detail")
             .and_then(Value::as_str)
             .map(|d| d.chars().take(200).collect())
     });
@@ -840,6 +992,81 @@ mod tests {
             shape.read_back(&back),
             (Some("W".into()), Some("P2".into()))
         );
+    }
+
+    /// A chunked answer (no Content-Length to refuse up front) that grows past the cap while
+    /// being read is [`ScimError::TooLarge`], not a transport error retried as transient.
+    #[tokio::test]
+    async fn an_oversized_chunked_answer_is_too_large_and_not_transient() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut head = vec![0u8; 8192];
+            let _ = s.read(&mut head).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..20 {
+                let _ = s
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await;
+                let _ = s.write_all(&chunk).await;
+                let _ = s.write_all(b"\r\n").await;
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+        });
+        let client = ScimClient::new(
+            &format!("http://{addr}/scim/v2"),
+            "t",
+            &Payload::Scim,
+            Duration::from_secs(2),
+        )
+        .expect("client");
+        let e = client
+            .lookup("a@example.com", Instant::now() + Duration::from_secs(5))
+            .await
+            .expect_err("over 1 MiB");
+        assert!(matches!(e, ScimError::TooLarge), "{e}");
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("too large"));
+    }
+
+    #[test]
+    fn active_is_read_fail_closed() {
+        let user = |v: Value| {
+            Shape::Scim
+                .user(v)
+                .map(|u| u.active)
+                .expect("a user with an id")
+        };
+        for (key, value, active) in [
+            ("active", json!(true), true),
+            ("Active", json!("TRUE"), true),
+            ("active", json!(1), true),
+            ("active", json!(null), true),
+            ("ACTIVE", json!(false), false),
+            ("active", json!("false"), false),
+            ("active", json!(0), false),
+            ("active", json!("no"), false),
+            ("active", json!(""), false),
+            ("active", json!(2), false),
+            ("active", json!(-0.5), false),
+            ("active", json!([]), false),
+            ("active", json!({}), false),
+        ] {
+            let mut v = json!({"id": "u-1", "userName": "a@x.io"});
+            v[key] = value.clone();
+            assert_eq!(user(v), active, "{key}: {value}");
+        }
+        assert!(user(json!({"id": "u-1"})), "absent means active");
+        assert!(!user(
+            json!({"id": "u-1", "active": true, "aCtIvE": "nope"})
+        ));
     }
 
     #[test]

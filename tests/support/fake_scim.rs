@@ -9,14 +9,18 @@
 //! scim.set_delay(Duration::from_millis(500));        // answer late
 //! scim.conflict_on_next_create();                    // another replica wins the next create
 //! scim.refuse_connections();                         // close the listener and every connection
+//! scim.set_lookup_answer(Some((200, raw_json)));     // answer lookups with these bytes as is
+//! scim.create_without_id_next();                     // the next create: stored, 201 without id
+//! scim.set_create_answer_delay(Duration::from_secs(3)); // creates stored at once, answered late
 //! assert_eq!(scim.creates().len(), 1);               // what was asked, in order
 //! ```
 //!
 //! Speaks: `GET /scim/v2/Users?filter=userName eq "…"` (JSON-string compValue, attribute and
 //! operator case-insensitive, value compared case-insensitively; without a filter: every user)
 //! → ListResponse; `POST /scim/v2/Users` → 201 with `id` and `meta`, 409 (`scimType:
-//! uniqueness`, none in the Braze flavour) on a duplicate userName; `GET`/`PUT`/`DELETE
-//! /scim/v2/Users/{id}`; 401 without the bearer token; 400 for a filter it does not support.
+//! uniqueness`, none in the Braze flavour) on a duplicate userName (the Braze flavour also
+//! answers 400 to a create without a non-empty `name.givenName` and `name.familyName`, which
+//! Braze requires); `GET`/`PUT`/`DELETE /scim/v2/Users/{id}`; 401 without the bearer token; 400 for a filter it does not support.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -85,6 +89,9 @@ struct State {
     failure: Option<u16>,
     delay: Duration,
     conflict_next_create: bool,
+    lookup_answer: Option<(u16, String)>,
+    create_without_id_next: bool,
+    create_answer_delay: Duration,
 }
 
 /// A running fake SCIM server; stops when dropped.
@@ -122,6 +129,9 @@ impl FakeScim {
             failure: None,
             delay: Duration::ZERO,
             conflict_next_create: false,
+            lookup_answer: None,
+            create_without_id_next: false,
+            create_answer_delay: Duration::ZERO,
         }));
         let (stop, stop_rx) = watch::channel(false);
         let accept_state = state.clone();
@@ -221,6 +231,23 @@ impl FakeScim {
         self.state().conflict_next_create = true;
     }
 
+    /// Answers every lookup (`GET /Users`) with this status and these bytes as they are (a
+    /// server's own spelling, an odd `active`, an oversized list), until set to `None`.
+    pub fn set_lookup_answer(&self, answer: Option<(u16, String)>) {
+        self.state().lookup_answer = answer;
+    }
+
+    /// The next create stores the user as usual but answers 201 with the resource minus its `id`.
+    pub fn create_without_id_next(&self) {
+        self.state().create_without_id_next = true;
+    }
+
+    /// Creates are carried out at once, but their answer is held back this long (a create that
+    /// times out at the client although the account exists).
+    pub fn set_create_answer_delay(&self, delay: Duration) {
+        self.state().create_answer_delay = delay;
+    }
+
     /// Stores a user resource as is (an `id` and `meta` are added when missing); returns its id.
     pub fn preload(&self, mut user: Value) -> String {
         let mut st = self.state();
@@ -318,14 +345,37 @@ async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    let (status, body) = answer(&mut st, &recorded);
+    let (status, body, answer_delay) = {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let is_lookup = recorded.method == Method::GET
+            && recorded.path == format!("{BASE_PATH}/Users")
+            && authorized(&st, &recorded);
+        match st.lookup_answer.clone() {
+            Some((code, raw)) if is_lookup => (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+                raw,
+                Duration::ZERO,
+            ),
+            _ => {
+                let (status, body) = answer(&mut st, &recorded);
+                let after = if recorded.method == Method::POST {
+                    st.create_answer_delay
+                } else {
+                    Duration::ZERO
+                };
+                (status, body.to_string(), after)
+            }
+        }
+    };
+    if !answer_delay.is_zero() {
+        tokio::time::sleep(answer_delay).await;
+    }
     let media = if flavor == Flavor::Braze {
         "application/json"
     } else {
         "application/scim+json"
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -343,8 +393,12 @@ fn error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> (StatusCo
     (status, v)
 }
 
+fn authorized(st: &State, req: &Recorded) -> bool {
+    req.header("authorization") == format!("Bearer {}", st.token)
+}
+
 fn answer(st: &mut State, req: &Recorded) -> (StatusCode, Value) {
-    if req.header("authorization") != format!("Bearer {}", st.token) {
+    if !authorized(st, req) {
         return error(
             StatusCode::UNAUTHORIZED,
             None,
@@ -442,6 +496,21 @@ fn create(st: &mut State, body: &Value) -> (StatusCode, Value) {
     } else {
         Some("uniqueness")
     };
+    if st.flavor == Flavor::Braze {
+        let part = |p: &str| {
+            body.get("name")
+                .and_then(|n| n.get(p))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.trim().is_empty())
+        };
+        if !part("givenName") || !part("familyName") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "name.givenName and name.familyName are required",
+            );
+        }
+    }
     if std::mem::take(&mut st.conflict_next_create) {
         let mut other = body.clone();
         let id = st.new_id();
@@ -466,6 +535,11 @@ fn create(st: &mut State, body: &Value) -> (StatusCode, Value) {
     user["id"] = json!(id);
     user["meta"] = meta(&id);
     st.users.push(user.clone());
+    if std::mem::take(&mut st.create_without_id_next)
+        && let Some(obj) = user.as_object_mut()
+    {
+        obj.remove("id");
+    }
     (StatusCode::CREATED, user)
 }
 
