@@ -38,6 +38,8 @@ fn identity() -> Identity {
         user_id: Some("2819c223-7f76-453a-919d-413861904646".into()),
         workspace: Some("Production".into()),
         permission_set: Some("Analyst".into()),
+        name_qualifier: None,
+        sp_name_qualifier: None,
     }
 }
 

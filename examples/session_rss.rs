@@ -62,6 +62,8 @@ async fn main() {
                 user_id: Some(format!("2819c223-7f76-453a-919d-{i:012}").into()),
                 workspace: Some("Production".into()),
                 permission_set: Some("Analyst".into()),
+                name_qualifier: None,
+                sp_name_qualifier: None,
             }
         };
         sessions

@@ -787,14 +787,7 @@ impl App {
                 return None;
             }
         };
-        match saml.logout_request(
-            &request_id,
-            &identity.subject,
-            identity.name_id_format.as_deref(),
-            identity.session_index.as_deref(),
-            &token,
-            chrono::Utc::now(),
-        ) {
+        match saml.logout_request(&request_id, identity, &token, chrono::Utc::now()) {
             Ok(url) => url,
             Err(e) => {
                 tracing::warn!(error = %e, "single logout skipped: LogoutRequest not built");

@@ -19,6 +19,14 @@ pub struct Identity {
     pub subject: Box<str>,
     /// The NameID Format URI, when the IdP sent one (needed again for single logout).
     pub name_id_format: Option<Arc<str>>,
+    /// The NameID's `NameQualifier` and `SPNameQualifier`, when the IdP sent them: our
+    /// LogoutRequest names the subject exactly as the IdP did (SAML core §2.2.2), which IdPs
+    /// issuing qualified persistent identifiers (Shibboleth, ADFS) require.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_qualifier: Option<Arc<str>>,
+    /// See `name_qualifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_name_qualifier: Option<Arc<str>>,
     /// The AuthnStatement's SessionIndex, when sent (single logout).
     pub session_index: Option<Box<str>>,
     /// Email from the mapped attribute, else an email-format NameID.
@@ -58,6 +66,8 @@ impl Identity {
     pub fn interned(mut self) -> Self {
         for field in [
             &mut self.name_id_format,
+            &mut self.name_qualifier,
+            &mut self.sp_name_qualifier,
             &mut self.first_name,
             &mut self.last_name,
             &mut self.workspace,

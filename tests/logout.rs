@@ -358,6 +358,36 @@ async fn idp_initiated_redirect_logout_ends_every_session_of_the_name_id() {
     assert_eq!(get_logout(&sso, &q).await.status(), 403);
 }
 
+/// A qualified persistent NameID (Shibboleth, ADFS) is named in our LogoutRequest exactly as
+/// the IdP sent it: value, Format, NameQualifier and SPNameQualifier (SAML core §2.2.2).
+#[tokio::test]
+async fn sp_initiated_logout_names_a_qualified_name_id_as_the_idp_did() {
+    let sso = Sso::start(Opts::default()).await;
+    let mut b = Browser::new();
+    let start = b.start_login(&sso.gw, "/").await;
+    let mut spec = sso.spec(Some(&start.request_id));
+    spec.name_id = "AAdzZWNyZXQx".into();
+    spec.name_id_format = Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into());
+    spec.name_qualifiers = Some((IDP_ENTITY.into(), sso.entity_id()));
+    spec.attributes = vec![("email".into(), vec!["alice@example.com".into()])];
+    let (resp, _) = b
+        .post_acs(&sso.gw, &sso.form_value(&spec), &start.relay_state)
+        .await;
+    assert_eq!(resp.status(), 303);
+    let (resp, _) = b.get(&slo_url(&sso)).await;
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let xml = inflate_param(&location, "SAMLRequest");
+    let name_id = &xml[xml.find("<saml:NameID").unwrap()..xml.find("</saml:NameID>").unwrap()];
+    assert_eq!(attr(name_id, "NameQualifier"), IDP_ENTITY, "{xml}");
+    assert_eq!(attr(name_id, "SPNameQualifier"), sso.entity_id(), "{xml}");
+    assert_eq!(
+        attr(name_id, "Format"),
+        "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+    );
+    assert!(name_id.ends_with(">AAdzZWNyZXQx"), "{xml}");
+}
+
 /// With the session store down, nothing can be ended, but the IdP's logout chain must go on:
 /// it gets a LogoutResponse saying so (PartialLogout), not our 503 page.
 #[tokio::test]

@@ -102,6 +102,8 @@ pub struct ResponseSpec {
     pub name_id: String,
     /// NameID `Format`; `None` omits it.
     pub name_id_format: Option<String>,
+    /// NameID `NameQualifier` and `SPNameQualifier`; `None` omits them.
+    pub name_qualifiers: Option<(String, String)>,
     /// Bearer SubjectConfirmationData `Recipient`; `None` omits it.
     pub recipient: Option<String>,
     /// Bearer SubjectConfirmationData `NotOnOrAfter`; `None` omits it.
@@ -150,6 +152,7 @@ impl Default for ResponseSpec {
             status: "urn:oasis:names:tc:SAML:2.0:status:Success".into(),
             name_id: "alice@example.com".into(),
             name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
+            name_qualifiers: None,
             recipient: Some(DEFAULT_ACS_URL.into()),
             subject_not_on_or_after: Some(now + Duration::minutes(5)),
             not_before: Some(now - Duration::seconds(30)),
@@ -371,6 +374,13 @@ impl TestIdp {
         a.push_str("<saml:Subject><saml:NameID");
         if let Some(f) = &spec.name_id_format {
             a.push_str(&format!(r#" Format="{}""#, xml_escape(f)));
+        }
+        if let Some((nq, spnq)) = &spec.name_qualifiers {
+            a.push_str(&format!(
+                r#" NameQualifier="{}" SPNameQualifier="{}""#,
+                xml_escape(nq),
+                xml_escape(spnq)
+            ));
         }
         a.push_str(&format!(">{}</saml:NameID>", xml_escape(&spec.name_id)));
         a.push_str(r#"<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData"#);

@@ -302,16 +302,14 @@ fn verify_with_cert(cert_der: &[u8], digest: MessageDigest, octets: &[u8], sig: 
 }
 
 impl Saml {
-    /// Our LogoutRequest (SAML core §3.7.1) for the session of `name_id` / `session_index`, as
-    /// an HTTP-Redirect URL to the IdP's SingleLogoutService, signed when an SP key is
-    /// configured. `request_id` (from [`super::request_id`]) is the InResponseTo the IdP's
+    /// Our LogoutRequest (SAML core §3.7.1) for the session of `identity` (its NameID and
+    /// SessionIndex), as an HTTP-Redirect URL to the IdP's SingleLogoutService, signed when an
+    /// SP key is configured. `request_id` (from [`super::request_id`]) is the InResponseTo the IdP's
     /// answer must carry. `None` when the IdP has no HTTP-Redirect SLO endpoint.
     pub fn logout_request(
         &self,
         request_id: &str,
-        name_id: &str,
-        name_id_format: Option<&str>,
-        session_index: Option<&str>,
+        identity: &crate::identity::Identity,
         relay_state: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, LogoutError> {
@@ -328,11 +326,18 @@ impl Saml {
             xml_escape(slo),
             xml_escape(&self.policy.entity_id),
         );
-        if let Some(f) = name_id_format {
-            xml.push_str(&format!(r#" Format="{}""#, xml_escape(f)));
+        // The NameID exactly as the IdP sent it: value, Format and qualifiers.
+        for (name, value) in [
+            ("NameQualifier", &identity.name_qualifier),
+            ("SPNameQualifier", &identity.sp_name_qualifier),
+            ("Format", &identity.name_id_format),
+        ] {
+            if let Some(v) = value {
+                xml.push_str(&format!(r#" {name}="{}""#, xml_escape(v)));
+            }
         }
-        xml.push_str(&format!(">{}</saml:NameID>", xml_escape(name_id)));
-        if let Some(si) = session_index {
+        xml.push_str(&format!(">{}</saml:NameID>", xml_escape(&identity.subject)));
+        if let Some(si) = identity.session_index.as_deref() {
             xml.push_str(&format!(
                 "<samlp:SessionIndex>{}</samlp:SessionIndex>",
                 xml_escape(si)

@@ -844,8 +844,8 @@ impl Saml {
         let attributes = attributes(assertion)?;
         let name_id_format = name_id_node.attribute("Format").map(str::to_string);
         let identity = build_identity(
+            name_id_node,
             &name_id,
-            name_id_format.as_deref(),
             session_index.as_deref(),
             &attributes,
             &p.attributes,
@@ -958,12 +958,13 @@ fn mapped<'a>(attrs: &'a [Attribute], key: &str) -> Option<&'a Attribute> {
 }
 
 fn build_identity(
+    name_id_node: Node<'_, '_>,
     name_id: &str,
-    format: Option<&str>,
     session_index: Option<&str>,
     attrs: &[Attribute],
     map: &AttributeMap,
 ) -> Identity {
+    let format = name_id_node.attribute("Format");
     let first = |key: &str| {
         mapped(attrs, key)
             .and_then(|a| a.values.iter().find(|v| !v.is_empty()))
@@ -984,6 +985,8 @@ fn build_identity(
     Identity {
         subject: name_id.into(),
         name_id_format: format.map(Into::into),
+        name_qualifier: name_id_node.attribute("NameQualifier").map(Into::into),
+        sp_name_qualifier: name_id_node.attribute("SPNameQualifier").map(Into::into),
         session_index: session_index.map(Into::into),
         email: email.map(Into::into),
         first_name: first(&map.first_name).map(Into::into),
