@@ -28,6 +28,14 @@ fn every_shipped_config_checks_ok() {
 }
 
 /// `config/samlgate.toml`, the reference config every key is documented in.
+fn shipped_idp_metadata() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/idp-metadata.xml"
+    ))
+    .unwrap()
+}
+
 fn shipped_config() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml")).unwrap()
 }
@@ -231,11 +239,7 @@ fn metadata_command_prints_sp_metadata() {
 #[test]
 fn idp_metadata_without_a_signing_key_fails_check() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/idp-metadata.xml"
-    ))
-    .unwrap();
+    let meta = shipped_idp_metadata();
     let meta_path = dir.path().join("idp.xml");
     std::fs::write(
         &meta_path,
@@ -478,6 +482,29 @@ fn shipped_with(edits: &[(&str, &str)]) -> String {
     text
 }
 
+/// `check` of `text` fails (exit 2) with exactly one problem line about `key`; returns the
+/// output.
+fn one_problem(dir: &tempfile::TempDir, text: &str, key: &str) -> String {
+    let (code, out) = check_text(dir, text, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(lines_about(&out, key).len(), 1, "{out}");
+    out
+}
+
+/// `check` of `text` passes (exit 0).
+fn accepted(dir: &tempfile::TempDir, text: &str) {
+    let (code, out) = check_text(dir, text, &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// `check` of `text` fails (exit 2) with `expect` in its output, which is returned.
+fn refused(dir: &tempfile::TempDir, text: &str, expect: &str) -> String {
+    let (code, out) = check_text(dir, text, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(expect), "{expect:?} not in: {out}");
+    out
+}
+
 /// The problem lines of a `check` output that mention `key`.
 fn lines_about<'a>(output: &'a str, key: &str) -> Vec<&'a str> {
     output
@@ -534,28 +561,21 @@ fn type_errors_and_url_errors_never_print_the_value() {
     assert!(out.contains("SAMLGATE_SESSION__PREVIOUS_SECRETS"), "{out}");
     assert!(!out.contains("prevSECRET"), "{out}");
     // A number where a string is expected, in the file.
-    let (code, out) = check_text(
+    let out = refused(
         &dir,
         &shipped_with(&[("token = \"change-me\"", "token = 987654321")]),
-        &[],
-    );
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("provisioning.token: expected a string, found an integer"),
-        "{out}"
+        "provisioning.token: expected a string, found an integer",
     );
     assert!(!out.contains("987654321"), "{out}");
     // A TOML syntax error on a secret's line: the position and the reason, not the line.
-    let (code, out) = check_text(
+    let out = refused(
         &dir,
         &shipped_with(&[(
             "secret = \"change-me-to-48-random-bytes-openssl-rand-base64-48\"",
             "secret = \"unterminatedSECRET0123456789abcdef0123",
         )]),
-        &[],
+        "line",
     );
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("line"), "{out}");
     assert!(!out.contains("unterminatedSECRET"), "{out}");
     // URLs with user:password@ are shown with it masked.
     for (from, to) in [
@@ -576,9 +596,7 @@ fn type_errors_and_url_errors_never_print_the_value() {
             "public_url = \"gopher://u:hunter2pass@dash/\"",
         ),
     ] {
-        let (code, out) = check_text(&dir, &shipped_with(&[(from, to)]), &[]);
-        assert_eq!(code, 2, "{out}");
-        assert!(out.contains("***@"), "{out}");
+        let out = refused(&dir, &shipped_with(&[(from, to)]), "***@");
         assert!(!out.contains("hunter2pass"), "{to}: {out}");
     }
 }
@@ -626,21 +644,16 @@ fn check_reports_what_serve_would_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "first-line\nsecond-line\n").unwrap();
-    let (code, out) = check_text(
+    let out = refused(
         &dir,
         &shipped_with(&[(
             "token = \"change-me\"",
             &format!("token_file = \"{}\"", token_file.display()),
         )]),
-        &[],
-    );
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("provisioning.token: contains characters not allowed in an HTTP header"),
-        "{out}"
+        "provisioning.token: contains characters not allowed in an HTTP header",
     );
     assert!(!out.contains("first-line"), "{out}");
-    let (code, out) = check_text(
+    let out = refused(
         &dir,
         &shipped_with(&[
             ("store = \"memory\"", "store = \"redis\""),
@@ -649,15 +662,10 @@ fn check_reports_what_serve_would_refuse() {
                 "redis_url = \"redis://:pw@127.0.0.1:6379/notadb\"",
             ),
         ]),
-        &[],
-    );
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("session.redis_url: the database (the URL's path) must be a number"),
-        "{out}"
+        "session.redis_url: the database (the URL's path) must be a number",
     );
     assert!(!out.contains(":pw@"), "{out}");
-    let (code, out) = check_text(
+    refused(
         &dir,
         &shipped_with(&[
             ("payload = \"scim\"", "payload = \"braze\""),
@@ -666,24 +674,17 @@ fn check_reports_what_serve_would_refuse() {
                 "[provisioning.braze]\nrequest_origin = \"https://dash.example.com\\r\\nX-Evil: 1\"\n#",
             ),
         ]),
-        &[],
-    );
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("provisioning.braze.request_origin: contains characters not allowed"),
-        "{out}"
+        "provisioning.braze.request_origin: contains characters not allowed",
     );
     for admin in ["0.0.0.0:8080", "127.0.0.1:8080"] {
-        let (code, out) = check_text(
+        refused(
             &dir,
             &shipped_with(&[(
                 "admin_listen = \"127.0.0.1:9090\"",
                 &format!("admin_listen = \"{admin}\""),
             )]),
-            &[],
+            "server.admin_listen:",
         );
-        assert_eq!(code, 2, "{out}");
-        assert!(out.contains("server.admin_listen:"), "{out}");
     }
 }
 
@@ -790,8 +791,7 @@ fn identity_header_names_must_be_free_and_distinct() {
         &text[..start],
         &text[end..]
     );
-    let (code, out) = check_text(&dir, &text, &[]);
-    assert_eq!(code, 0, "{out}");
+    accepted(&dir, &text);
 }
 
 /// `public_url` is normalised (an upper-case `HTTPS` is https, with everything that follows:
@@ -806,8 +806,7 @@ fn public_url_is_normalised_and_refuses_fragments_and_userinfo() {
         ),
         ("entity_id = \"https://dash.example.com/saml/metadata\"", ""),
     ]);
-    let (code, out) = check_text(&dir, &text, &[]);
-    assert_eq!(code, 0, "{out}");
+    accepted(&dir, &text);
     let path = write_config(&dir, &text);
     let (code, out, err) = run_cli(&["metadata", "--config", &path], &[]);
     assert_eq!(code, 0, "{err}");
@@ -825,16 +824,14 @@ fn public_url_is_normalised_and_refuses_fragments_and_userinfo() {
         "https://dash.example.com/#frag",
         "https://admin:s3cretpw@dash.example.com",
     ] {
-        let (code, out) = check_text(
+        let out = one_problem(
             &dir,
             &shipped_with(&[(
                 "public_url = \"https://dash.example.com\"",
                 &format!("public_url = \"{bad}\""),
             )]),
-            &[],
+            "server.public_url:",
         );
-        assert_eq!(code, 2, "{out}");
-        assert_eq!(lines_about(&out, "server.public_url:").len(), 1, "{out}");
         assert!(!out.contains("s3cretpw"), "{out}");
     }
 }
@@ -865,42 +862,28 @@ fn zero_timeouts_are_refused() {
             assert!(lines[0].contains("must be at least"), "{out}");
         }
     }
-    let (code, out) = check_text(
+    accepted(
         &dir,
         &shipped_with(&[("shutdown_grace = \"25s\"", "shutdown_grace = \"0s\"")]),
-        &[],
     );
-    assert_eq!(code, 0, "{out}");
     // "30M" is 30 months to the parser, surely not what was meant; past ten years is too long
     // for the caches the durations go into.
+    let idle = |value: &str| {
+        shipped_with(&[(
+            "idle_timeout = \"1h\"",
+            &format!("idle_timeout = \"{value}\""),
+        )])
+    };
     for (value, why) in [
         ("30M", "ambiguous"),
         ("2 M", "ambiguous"),
         ("2000years", "ten years"),
     ] {
-        let (code, out) = check_text(
-            &dir,
-            &shipped_with(&[(
-                "idle_timeout = \"1h\"",
-                &format!("idle_timeout = \"{value}\""),
-            )]),
-            &[],
-        );
-        assert_eq!(code, 2, "{value}: {out}");
-        let lines = lines_about(&out, "session.idle_timeout:");
-        assert_eq!(lines.len(), 1, "{out}");
-        assert!(lines[0].contains(why), "{out}");
+        let out = one_problem(&dir, &idle(value), "session.idle_timeout:");
+        assert!(out.contains(why), "{value}: {out}");
     }
     for value in ["30m", "2months", "1h 30m"] {
-        let (code, out) = check_text(
-            &dir,
-            &shipped_with(&[(
-                "idle_timeout = \"1h\"",
-                &format!("idle_timeout = \"{value}\""),
-            )]),
-            &[],
-        );
-        assert_eq!(code, 0, "{value}: {out}");
+        accepted(&dir, &idle(value));
     }
 }
 
@@ -923,15 +906,13 @@ fn an_upstream_ca_file_needs_a_certificate() {
     assert_eq!(lines.len(), 1, "{out}");
     assert!(lines[0].contains("no PEM certificate"), "{out}");
     let (cert, _, _) = support::local::localhost_cert(dir.path());
-    let (code, out) = check_text(
+    accepted(
         &dir,
         &shipped_with(&[(
             "# ca_file = \"/etc/ssl/dashboard-ca.pem\"",
             &format!("ca_file = \"{}\"", cert.display()),
         )]),
-        &[],
     );
-    assert_eq!(code, 0, "{out}");
 }
 
 /// The upstream URL is a base: a query or fragment in it would be silently dropped.
@@ -943,26 +924,22 @@ fn upstream_url_refuses_a_query_or_fragment() {
         "http://h/app#top",
         "http://user:pw@h/app",
     ] {
-        let (code, out) = check_text(
+        one_problem(
             &dir,
             &shipped_with(&[(
                 "url = \"http://127.0.0.1:3000\"",
                 &format!("url = \"{url}\""),
             )]),
-            &[],
+            "upstream.url:",
         );
-        assert_eq!(code, 2, "{out}");
-        assert_eq!(lines_about(&out, "upstream.url:").len(), 1, "{out}");
     }
-    let (code, out) = check_text(
+    accepted(
         &dir,
         &shipped_with(&[(
             "url = \"http://127.0.0.1:3000\"",
             "url = \"http://127.0.0.1:3000/app/\"",
         )]),
-        &[],
     );
-    assert_eq!(code, 0, "{out}");
 }
 
 /// `*` in a public path is not a glob: only `/x/*` (a whole last segment) is accepted.
@@ -988,12 +965,10 @@ fn public_paths_take_a_star_only_as_a_whole_last_segment() {
         assert_eq!(lines.len(), 1, "{out}");
         assert!(lines[0].contains("\"/static/*\""), "{out}");
     }
-    let (code, out) = check_text(
+    accepted(
         &dir,
         &with("[\"/healthz\", \"/static/*\", \"/favicon.ico\", \"/assets/\"]"),
-        &[],
     );
-    assert_eq!(code, 0, "{out}");
 }
 
 /// Each problem is one accurate line: not "missing" on top of "not both" or "cannot read",
@@ -1120,11 +1095,7 @@ fn a_serve_error_prints_its_cause_once() {
 #[test]
 fn stale_or_unprotected_idp_metadata_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped_md = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/idp-metadata.xml"
-    ))
-    .unwrap();
+    let shipped_md = shipped_idp_metadata();
     let expired = dir.path().join("expired.xml");
     std::fs::write(
         &expired,
@@ -1159,8 +1130,7 @@ fn stale_or_unprotected_idp_metadata_is_refused() {
         ),
     )
     .unwrap();
-    let (code, out) = check_text(&dir, &text, &[]);
-    assert_eq!(code, 0, "{out}");
+    accepted(&dir, &text);
 
     for (url, ok) in [
         ("http://idp.example.com/metadata", false),

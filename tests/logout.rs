@@ -337,18 +337,8 @@ async fn idp_initiated_redirect_logout_ends_every_session_of_the_name_id() {
     assert!(signed_in(&sso, &c1).await && signed_in(&sso, &c2).await && signed_in(&sso, &c3).await);
 
     let id = new_id();
-    let q = redirect_query(
-        "SAMLRequest",
-        &alice(&sso).xml(&id, None),
-        Some("idp-state"),
-        Some(&sso.idp.key_pem().unwrap()),
-    );
-    let resp = get_logout(&sso, &q).await;
-    assert_eq!(resp.status(), 302);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("https://idp.test/slo?SAMLResponse="));
-    let xml = inflate_param(&location, "SAMLResponse");
-    assert_eq!(attr(&xml, "InResponseTo"), id);
+    let q = alice_logout_query(&sso, &id);
+    let (location, xml) = logout_answer(&sso, &q, &id).await;
     assert!(xml.contains(SUCCESS), "{xml}");
     assert_eq!(decode_redirect_relay(&location), "idp-state");
     assert!(!signed_in(&sso, &c1).await);
@@ -405,18 +395,8 @@ async fn idp_initiated_logout_with_the_store_down_answers_partial_logout() {
     })
     .await;
     let id = new_id();
-    let q = redirect_query(
-        "SAMLRequest",
-        &alice(&sso).xml(&id, None),
-        Some("idp-state"),
-        Some(&sso.idp.key_pem().unwrap()),
-    );
-    let resp = get_logout(&sso, &q).await;
-    assert_eq!(resp.status(), 302);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("https://idp.test/slo?SAMLResponse="));
-    let xml = inflate_param(&location, "SAMLResponse");
-    assert_eq!(attr(&xml, "InResponseTo"), id);
+    let q = alice_logout_query(&sso, &id);
+    let (location, xml) = logout_answer(&sso, &q, &id).await;
     assert!(
         xml.contains("urn:oasis:names:tc:SAML:2.0:status:PartialLogout"),
         "{xml}"
@@ -456,6 +436,28 @@ async fn sign_out_with_the_store_down_says_the_session_stays() {
         resp.headers().get("set-cookie").is_none(),
         "the cookie was cleared"
     );
+}
+
+/// Alice's LogoutRequest `id` from the IdP (HTTP-Redirect, signed, RelayState "idp-state").
+fn alice_logout_query(sso: &Sso, id: &str) -> String {
+    redirect_query(
+        "SAMLRequest",
+        &alice(sso).xml(id, None),
+        Some("idp-state"),
+        Some(&sso.idp.key_pem().unwrap()),
+    )
+}
+
+/// Sends the IdP's LogoutRequest `query` (ID `id`) and returns where we send the browser back
+/// and our LogoutResponse's XML, which must answer `id`.
+async fn logout_answer(sso: &Sso, query: &str, id: &str) -> (String, String) {
+    let resp = get_logout(sso, query).await;
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("https://idp.test/slo?SAMLResponse="));
+    let xml = inflate_param(&location, "SAMLResponse");
+    assert_eq!(attr(&xml, "InResponseTo"), id);
+    (location, xml)
 }
 
 fn decode_redirect_relay(location: &str) -> String {
