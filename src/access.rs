@@ -253,6 +253,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_climbs_with_a_dot_dot_segment_in_any_spelling_only() {
+        for raw in [
+            "/..",
+            "/a/../b",
+            "/%2e%2e/b",
+            "/%2E%2e/b",
+            "/%252e%252e/b",
+            "/a/..%5cb",
+            "/a\\..\\b",
+            "/..;x/b",
+        ] {
+            assert!(climbs(raw), "{raw}");
+        }
+        for raw in ["/", "/a/b", "/a/./b", "/a..b/c", "/...", "/a/%2e/b", "/..a"] {
+            assert!(!climbs(raw), "{raw}");
+        }
+    }
+
+    #[test]
     fn the_plain_path_shortcut_agrees_with_full_normalising() {
         let paths = [
             "",

@@ -318,7 +318,7 @@ impl App {
         mut req: Request<Incoming>,
         peer: Peer,
     ) -> (&'static str, Result<Response<Body>, Error>) {
-        let upgrade = self.proxy.sanitize(&mut req, peer);
+        let sanitized = self.proxy.sanitize(&mut req, peer);
         // Access rules see the normalised path; the dashboard gets the raw one after its base
         // path, where `..` could resolve above the base: refused rather than guessed at.
         if self.proxy.has_base_path() && access::climbs(req.uri().path()) {
@@ -348,7 +348,7 @@ impl App {
         (
             route,
             self.proxy
-                .forward(req, peer, upgrade)
+                .forward(req, peer, sanitized)
                 .await
                 .map_err(Error::from),
         )
@@ -998,7 +998,15 @@ impl App {
             if values.next().is_some() {
                 return Err(Error::BadRequest("a forward-auth header was sent twice"));
             }
-            Ok(first.and_then(|v| v.to_str().ok()).map(str::to_string))
+            // Present but not text (raw bytes over 0x7f, which nginx passes on from the request
+            // line) is refused: read as absent, it would be judged as `GET /`.
+            first
+                .map(|v| {
+                    v.to_str().map(str::to_string).map_err(|_| {
+                        Error::BadRequest("a forward-auth header is not text (percent-encode it)")
+                    })
+                })
+                .transpose()
         };
         let uri = match single("x-original-uri")? {
             Some(u) => Some(u),
@@ -1150,10 +1158,14 @@ impl App {
         let mut problems = Vec::new();
         match self.saml() {
             None => problems.push("IdP metadata not loaded"),
-            // Metadata in force past its validUntil (the last good copy from the URL, or a file
-            // that expired while running) stays in use, so logins keep working, but the
-            // instance reports not ready so that someone looks.
-            Some(saml) if saml.idp().check_valid_at(chrono::Utc::now()).is_err() => {
+            // The last good copy of URL metadata stays in use past its validUntil (logins keep
+            // working), but the instance reports not ready so that someone looks. A file is
+            // checked at start only: one that expires while running must not take every
+            // replica out of its Service at the same instant.
+            Some(saml)
+                if self.metadata_fetcher.is_some()
+                    && saml.idp().check_valid_at(chrono::Utc::now()).is_err() =>
+            {
                 problems.push("IdP metadata expired (validUntil passed)")
             }
             Some(_) => {}
@@ -1467,8 +1479,9 @@ fn log_error(err: &Error, request_id: &str) {
         | Error::RequestTimeout => {
             tracing::warn!(request_id, error = %err, "request refused")
         }
+        // As for StoreOutage: the store logs the outage itself, once.
         Error::SignOutFailed(_) => {
-            tracing::warn!(request_id, error = %err, "sign-out failed: the session stays")
+            tracing::debug!(request_id, error = %err, "sign-out failed: the session stays")
         }
         // The store logs an outage once when it starts and once when it ends; a line per
         // request would bury that (every request needs the store).

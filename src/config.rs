@@ -613,6 +613,7 @@ struct RawSaml {
     idp_metadata_url: Option<String>,
     idp_metadata_refresh: String,
     idp_metadata_backup_file: Option<String>,
+    idp_metadata_allow_http: bool,
     sp_cert_file: Option<String>,
     sp_key_file: Option<String>,
     allow_idp_initiated: bool,
@@ -634,6 +635,7 @@ impl Default for RawSaml {
             idp_metadata_url: None,
             idp_metadata_refresh: "1h".into(),
             idp_metadata_backup_file: None,
+            idp_metadata_allow_http: false,
             sp_cert_file: None,
             sp_key_file: None,
             allow_idp_initiated: false,
@@ -1152,7 +1154,6 @@ fn redis_url_problem(url: &str) -> Option<String> {
     }
 }
 
-/// `value` with any `user:password@` replaced by `***@`, for error messages.
 /// The longest duration any key takes (caches refuse longer ones).
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -1166,18 +1167,7 @@ fn is_loopback_host(host: Option<&str>) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The port written in an absolute URL's authority, if any.
-fn written_port(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let after_host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']')?.1.strip_prefix(':'),
-        None => host_port.split_once(':').map(|(_, p)| p),
-    };
-    after_host.filter(|p| !p.is_empty())
-}
-
+/// `value` with any `user:password@` replaced by `***@`, for error messages.
 fn redact_userinfo(value: &str) -> String {
     let (scheme, rest) = match value.find("://") {
         Some(i) => value.split_at(i + 3),
@@ -1465,11 +1455,14 @@ impl Validator {
                 .public_url(&u)
                 .unwrap_or_else(|| "http://127.0.0.1".to_string()),
         };
+        // An unspecified IPv4 address takes the port on every IPv4 address; an unspecified
+        // IPv6 one on every address of both families (Linux's dual-stack default).
+        let covers = |a: std::net::IpAddr, b: std::net::IpAddr| {
+            a == b || (a.is_unspecified() && (a.is_ipv6() || b.is_ipv4()))
+        };
         if listen.port() != 0
             && listen.port() == admin_listen.port()
-            && (listen.ip() == admin_listen.ip()
-                || listen.ip().is_unspecified()
-                || admin_listen.ip().is_unspecified())
+            && (covers(listen.ip(), admin_listen.ip()) || covers(admin_listen.ip(), listen.ip()))
         {
             self.problem(
                 "server.admin_listen",
@@ -1528,8 +1521,10 @@ impl Validator {
         }
     }
 
-    /// `server.public_url`, normalised (scheme and host lower-case, no default port, no
-    /// trailing slash), so that every later test of it (`https://`) sees one spelling.
+    /// `server.public_url`, normalised only where the IdP does not see it: the scheme
+    /// lower-case (so that every later test of it, `https://`, sees one spelling) and no
+    /// trailing slash. Host and port stay as written, because the ACS URL and entity ID built
+    /// from it are compared byte for byte with what the IdP has registered.
     fn public_url(&mut self, value: &str) -> Option<String> {
         const KEY: &str = "server.public_url";
         let trimmed = value.trim().trim_end_matches('/');
@@ -1566,13 +1561,8 @@ impl Validator {
             self.problem(KEY, "must not have a fragment");
             ok = false;
         }
-        // Scheme and host lower-cased; a port kept as written, even the scheme's default (the
-        // url crate drops it), since the ACS URL registered at the IdP is compared byte for byte.
-        let base = url.as_str().trim_end_matches('/');
-        ok.then(|| match (url.port(), written_port(trimmed)) {
-            (None, Some(port)) => format!("{base}:{port}"),
-            _ => base.to_string(),
-        })
+        let rest = trimmed.split_once("://").map_or("", |(_, rest)| rest);
+        ok.then(|| format!("{}://{rest}", url.scheme()))
     }
 
     fn upstream(&mut self, raw: RawUpstream) -> Option<UpstreamConfig> {
@@ -1651,12 +1641,17 @@ impl Validator {
                 let url = self
                     .http_url("saml.idp_metadata_url", &u)
                     .unwrap_or_default();
-                if url.scheme_str() == Some("http") && !is_loopback_host(url.host()) {
+                if url.scheme_str() == Some("http")
+                    && !is_loopback_host(url.host())
+                    && !raw.idp_metadata_allow_http
+                {
                     self.problem(
                         "saml.idp_metadata_url",
                         "must be https://: the metadata carries the IdP's signing certificate \
                          and is not signature-checked, so anyone on the way could swap it (http \
-                         is allowed only to a loopback address)",
+                         is allowed to a loopback address, or with \
+                         saml.idp_metadata_allow_http = true where the network itself is \
+                         trusted, such as a service mesh with mTLS)",
                     );
                 }
                 let refresh = self.duration_at_least(
@@ -2132,9 +2127,12 @@ impl Validator {
         let names = match raw.preset.as_deref() {
             None => own_or_default(own),
             Some("grafana") => {
-                // The preset sets every name: a name set as well would be silently ignored.
-                for (key, o) in keys.iter().zip(&own) {
-                    if o.is_some() {
+                // The preset sets every name: a name set as well would be silently ignored
+                // (unless it is the default, as the shipped config spells them all out).
+                for ((key, o), default) in keys.iter().zip(&own).zip(defaults) {
+                    if o.as_deref()
+                        .is_some_and(|o| !o.eq_ignore_ascii_case(default))
+                    {
                         self.problem(
                             key,
                             "ignored: headers.preset = \"grafana\" sets every name; remove one of them",
@@ -2444,19 +2442,6 @@ mod tests {
             assert!(!is_loopback_host(Some(h)), "{h}");
         }
         assert!(!is_loopback_host(None));
-    }
-
-    #[test]
-    fn the_written_port_is_found_whatever_the_host() {
-        assert_eq!(written_port("https://h.example:443"), Some("443"));
-        assert_eq!(
-            written_port("https://u:p@h.example:8443/x?y#z"),
-            Some("8443")
-        );
-        assert_eq!(written_port("http://[::1]:80"), Some("80"));
-        assert_eq!(written_port("http://[::1]"), None);
-        assert_eq!(written_port("https://h.example"), None);
-        assert_eq!(written_port("https://h.example:"), None);
     }
 
     #[test]

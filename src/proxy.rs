@@ -22,6 +22,14 @@ use tokio::time::Instant;
 use crate::body::{Body, BoxError, stream};
 use crate::config::{ServerConfig, UpstreamConfig};
 
+/// What [`Proxy::sanitize`] took off a request that [`Proxy::forward`] still needs: the
+/// WebSocket upgrade it asked for. Only `sanitize` makes one, so a request cannot be forwarded
+/// without having been cleaned first.
+#[derive(Debug)]
+pub struct Sanitized {
+    upgrade: Option<HeaderValue>,
+}
+
 /// Why the upstream could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -153,14 +161,14 @@ impl Proxy {
     /// - from any peer, an `X-Forwarded-*` name spelt with `_`, which CGI-style servers read
     ///   as the real one.
     ///
-    /// Returns the WebSocket upgrade the request asks for, which [`Proxy::forward`] bridges;
-    /// any other `Upgrade` protocol (`h2c`, …) goes with the hop-by-hop headers.
-    pub fn sanitize<B>(&self, req: &mut Request<B>, peer: Peer) -> Option<HeaderValue> {
+    /// Returns, for [`Proxy::forward`], the WebSocket upgrade the request asks for, which it
+    /// bridges; any other `Upgrade` protocol (`h2c`, …) goes with the hop-by-hop headers.
+    pub fn sanitize<B>(&self, req: &mut Request<B>, peer: Peer) -> Sanitized {
         let upgrade = upgrade_protocol(req);
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         strip_forwarding(headers, self.is_trusted(peer.addr.ip()));
-        upgrade
+        Sanitized { upgrade }
     }
 
     /// Whether the upstream URL has a path that every request's is appended to.
@@ -174,14 +182,15 @@ impl Proxy {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// Forwards the request. The caller has passed it through [`Proxy::sanitize`] first (which
-    /// gave `upgrade`), then set (or stripped) identity headers.
+    /// Forwards the request, which [`Proxy::sanitize`] has cleaned (its proof, `sanitized`,
+    /// is required), and whose identity headers the caller has then set or stripped.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: Peer,
-        upgrade: Option<HeaderValue>,
+        sanitized: Sanitized,
     ) -> Result<Response<Body>, ProxyError> {
+        let upgrade = sanitized.upgrade;
         let client_h2 = req.version() == Version::HTTP_2;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 

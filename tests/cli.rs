@@ -686,6 +686,14 @@ fn check_reports_what_serve_would_refuse() {
             "server.admin_listen:",
         );
     }
+    // 0.0.0.0 takes the port on IPv4 addresses only: an IPv6 loopback admin listener is free.
+    accepted(
+        &dir,
+        &shipped_with(&[(
+            "admin_listen = \"127.0.0.1:9090\"",
+            "admin_listen = \"[::1]:8080\"",
+        )]),
+    );
 }
 
 /// An empty or blank token (inline, from the environment or from its file) is no token.
@@ -694,7 +702,6 @@ fn an_empty_provisioning_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "  \n").unwrap();
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samlgate.toml");
     for (text, env) in [
         (
             shipped_with(&[("token = \"change-me\"", "token = \"\"")]),
@@ -720,7 +727,6 @@ fn an_empty_provisioning_token_is_refused() {
         assert_eq!(code, 2, "{env:?}: {out}");
         assert!(out.contains("provisioning.token: empty"), "{env:?}: {out}");
     }
-    let _ = shipped;
 }
 
 /// Identity headers may not take names that HTTP, credentials or the proxy own, nor share one.
@@ -773,14 +779,21 @@ fn identity_header_names_must_be_free_and_distinct() {
         );
     }
     // Under the grafana preset, a name set as well would be ignored: said, naming both keys.
-    let (code, out) = check_text(
+    // The shipped config's names are the defaults, which the preset may simply replace.
+    accepted(
         &dir,
         &shipped_with(&[("# preset = \"grafana\"", "preset = \"grafana\"")]),
-        &[],
     );
-    assert_eq!(code, 2, "{out}");
+    let out = refused(
+        &dir,
+        &shipped_with(&[
+            ("# preset = \"grafana\"", "preset = \"grafana\""),
+            ("user = \"X-Forwarded-User\"", "user = \"X-Remote-User\""),
+        ]),
+        "headers.preset",
+    );
     let lines = lines_about(&out, "headers.preset");
-    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(lines.len(), 1, "{out}");
     assert!(lines[0].contains("headers.user:"), "{out}");
     // The preset alone is fine.
     let text = shipped_config();
@@ -810,14 +823,14 @@ fn public_url_is_normalised_and_refuses_fragments_and_userinfo() {
     let path = write_config(&dir, &text);
     let (code, out, err) = run_cli(&["metadata", "--config", &path], &[]);
     assert_eq!(code, 0, "{err}");
-    // Scheme and host lower-cased; the port as written, default or not: the ACS URL the IdP
-    // has registered is compared byte for byte.
+    // Only the scheme lower-cased (the cookies are Secure): host and port as written, since the
+    // ACS URL and entity ID the IdP has registered are compared byte for byte.
     assert!(
-        out.contains("\"https://dash.example.com:443/saml/acs\""),
+        out.contains("\"https://Dash.Example.COM:443/saml/acs\""),
         "{out}"
     );
     assert!(
-        out.contains("entityID=\"https://dash.example.com:443/saml/metadata\""),
+        out.contains("entityID=\"https://Dash.Example.COM:443/saml/metadata\""),
         "{out}"
     );
     for bad in [
@@ -1150,4 +1163,14 @@ fn stale_or_unprotected_idp_metadata_is_refused() {
             assert!(about[0].contains("https://"), "{url}: {out}");
         }
     }
+    // An operator who trusts the network (mesh mTLS) can say so.
+    let text = shipped_with(&[(
+        line,
+        "idp_metadata_url = \"http://keycloak.auth.svc/metadata\"\nidp_metadata_allow_http = true",
+    )]);
+    let (_, out) = check_text(&dir, &text, &[]);
+    assert!(
+        lines_about(&out, "saml.idp_metadata_url:").is_empty(),
+        "{out}"
+    );
 }

@@ -530,7 +530,7 @@ impl Inner {
                         Ok(resolved)
                     }
                     Ok(None) => {
-                        tracing::warn!(user = %email, "no such account after the failed create; nothing was created");
+                        tracing::warn!(user = %email, "no such account after the failed create (a slow admin API may still make it; the next sign-in finds it then)");
                         Err(unavailable)
                     }
                     Err(e) => {

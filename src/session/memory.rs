@@ -171,7 +171,7 @@ impl MemoryStore {
                             "the memory store is full: live sessions are being pushed out \
                              (least recently used first) and their users must sign in again; \
                              raise session.max_entries or use the Redis store \
-                             (samlgate_sessions_evicted counts them)"
+                             (samlgate_sessions_evicted_total counts them)"
                         );
                     }
                 }

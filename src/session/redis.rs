@@ -100,10 +100,13 @@ if redis.call('TYPE', KEYS[1]).ok == 'set' then
 end
 return redis.call('ZREM', KEYS[1], ARGV[1])";
 
-/// Deletes session KEYS[1], removes its member ARGV[1] from index KEYS[2] (when given) and
-/// publishes the member on channel ARGV[2], atomically; returns how many keys were deleted.
+/// Deletes session KEYS[1], publishes its member ARGV[1] on channel ARGV[2], then removes
+/// the member from index KEYS[2] (when given), atomically; returns how many keys were deleted.
+/// The invalidation goes out before the index step, so that even if that step failed (a key
+/// of another type), other replicas still drop their copy.
 const DELETE_SESSION: &str = r"
 local deleted = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
 if #KEYS == 2 then
   if redis.call('TYPE', KEYS[2]).ok == 'set' then
     redis.call('SREM', KEYS[2], ARGV[1])
@@ -111,7 +114,6 @@ if #KEYS == 2 then
     redis.call('ZREM', KEYS[2], ARGV[1])
   end
 end
-redis.call('PUBLISH', ARGV[2], ARGV[1])
 return deleted";
 
 /// How often the pub/sub connection is pinged to find a half-open connection.
