@@ -198,7 +198,7 @@ fn every_manifest_parses_and_every_embedded_config_passes_check() {
     assert_eq!(dep["spec"]["replicas"].as_i64(), Some(3));
     let redis = load(&root().join("deploy/kubernetes/replicas/redis.yaml"));
     let kinds: Vec<&str> = redis.iter().filter_map(|d| d["kind"].as_str()).collect();
-    assert_eq!(kinds, ["Deployment", "Service"]);
+    assert_eq!(kinds, ["Deployment", "Service", "Secret", "NetworkPolicy"]);
 }
 
 /// Helm's toToml over values: maps become tables, `null` values are dropped. Numbers are
@@ -348,4 +348,58 @@ fn dockerfile_builds_in_two_stages_and_runs_unprivileged() {
     ] {
         assert!(text.contains(want), "deploy/Dockerfile lacks `{want}`");
     }
+}
+
+/// The full-proxy nginx recipe is a valid nginx config (`nginx -t`, with a throwaway
+/// certificate in place of the example's): directives the installed nginx does not know, or
+/// buffer sizes it refuses, fail here rather than at an operator's reload.
+#[test]
+fn the_full_proxy_nginx_recipe_passes_nginx_t() {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
+    let dir = tempfile::tempdir().unwrap();
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut cert = X509::builder().unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let recipe =
+        std::fs::read_to_string(root().join("deploy/ingress/nginx-full-proxy.conf")).unwrap();
+    let cert_re = regex::Regex::new(r"(?m)^(\s*ssl_certificate(_key)?)\s+[^;]+;").unwrap();
+    let included = cert_re.replace_all(&recipe, |c: &regex::Captures<'_>| {
+        let path = if c.get(2).is_some() {
+            &key_path
+        } else {
+            &cert_path
+        };
+        format!("{} {};", &c[1], path.display())
+    });
+    assert_ne!(included, recipe, "no ssl_certificate lines to replace");
+    std::fs::write(dir.path().join("recipe.conf"), included.as_bytes()).unwrap();
+    let main = dir.path().join("nginx.conf");
+    std::fs::write(
+        &main,
+        format!(
+            "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  include {0}/recipe.conf;\n}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("nginx")
+        .args(["-t", "-c"])
+        .arg(&main)
+        .arg("-p")
+        .arg(dir.path())
+        .output()
+        .expect("nginx must be installed for this test (scripts/install-deps.sh test)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
