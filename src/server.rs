@@ -243,13 +243,24 @@ async fn serve_gateway(
         let app3 = app.clone();
         match &tls {
             None => {
-                let io = SendDeadline::new(stream, send_timeout);
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service)
-                    .into_owned();
-                let fut = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let first_byte = app.config.server.header_read_timeout;
                 tokio::spawn(async move {
-                    let _ = fut.await;
+                    // hyper's header-read timeout starts with the first byte: a client that
+                    // connects and sends nothing would hold its connection slot for ever.
+                    // (`peek`, not `readable`: a new socket's readiness may be reported before
+                    // any byte is there.)
+                    let mut first = [0u8; 1];
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(first_byte, stream.peek(&mut first)).await
+                    {
+                        let io = SendDeadline::new(stream, send_timeout);
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
+                    }
                     app3.metrics.connections.dec();
                     drop(permit);
                 });

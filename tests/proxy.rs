@@ -541,6 +541,31 @@ async fn slow_request_heads_are_cut_off() {
     assert!(dash.seen().is_empty());
 }
 
+/// A connection that never sends a byte is closed after `server.header_read_timeout` too (hyper
+/// starts that timer at the first byte): otherwise one host holding `max_connections` silent
+/// sockets would have the gateway answer nobody, while /healthz and /readyz stayed 200.
+#[tokio::test]
+async fn connections_that_never_send_a_byte_are_closed_after_the_header_read_timeout() {
+    let dash = Dashboard::start().await;
+    let (_gw, mut s) = connect_with_header_read_timeout_of_1s(&dash).await;
+    let buf = read_until_closed_by_a_1s_timeout(&mut s, "a silent connection").await;
+    assert!(buf.is_empty(), "unexpected data: {buf:?}");
+    // With every slot held by silent connections, a new client is served once they are gone.
+    let gw = gateway_with_server(&dash, "header_read_timeout = \"1s\"\nmax_connections = 3").await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    let (resp, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        get(&format!("{}/static/after", gw.public_url), &[]),
+    )
+    .await
+    .expect("no answer while silent connections held every slot");
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(silent);
+}
+
 /// An idle keep-alive connection is closed once `server.header_read_timeout` passes without a
 /// new request head (the wait for the next request is the wait for its head).
 #[tokio::test]
