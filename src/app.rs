@@ -345,13 +345,54 @@ impl App {
             "proxy"
         };
         drop(path);
-        (
-            route,
-            self.proxy
-                .forward(req, peer, sanitized)
-                .await
-                .map_err(Error::from),
-        )
+        let mut answer = self.proxy.forward(req, peer, sanitized).await;
+        if let Ok(resp) = &mut answer {
+            self.strip_upstream_cookies(resp.headers_mut());
+        }
+        (route, answer.map_err(Error::from))
+    }
+
+    /// Whether a cookie name is one of samlgate's own: the session cookie (with or without the
+    /// `__Host-` prefix) or a login-binding cookie.
+    fn is_our_cookie(&self, name: &str) -> bool {
+        let name = name.strip_prefix(HOST_PREFIX).unwrap_or(name);
+        let session = self.sessions.cookie_name();
+        name == session.strip_prefix(HOST_PREFIX).unwrap_or(session)
+            || name.starts_with(BINDING_COOKIE)
+    }
+
+    /// Drops the dashboard's `Set-Cookie` headers that would set, overwrite or delete one of
+    /// samlgate's own cookies (ending sessions, or planting one obtained elsewhere). The usual
+    /// response has no `Set-Cookie`: one lookup.
+    fn strip_upstream_cookies(&self, headers: &mut HeaderMap) {
+        let name_of = |v: &HeaderValue| {
+            let b = v.as_bytes();
+            let end = b
+                .iter()
+                .position(|&c| c == b'=' || c == b';')
+                .unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).trim().to_string()
+        };
+        if !headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| self.is_our_cookie(&name_of(v)))
+        {
+            return;
+        }
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| !self.is_our_cookie(&name_of(v)))
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for v in kept {
+            headers.append(header::SET_COOKIE, v);
+        }
+        tracing::warn!(
+            "the dashboard tried to set one of samlgate's own cookies; the Set-Cookie was dropped"
+        );
     }
 
     /// Authorises the session's identity for the path and puts it on the request: planted
@@ -374,14 +415,7 @@ impl App {
     /// samlgate's own cookies.
     fn strip_client_identity(&self, headers: &mut HeaderMap) {
         self.identity_headers.strip(headers);
-        let session = self.sessions.cookie_name();
-        headers::strip_cookies(headers, |name| {
-            name == session
-                || name
-                    .strip_prefix(HOST_PREFIX)
-                    .unwrap_or(name)
-                    .starts_with(BINDING_COOKIE)
-        });
+        headers::strip_cookies(headers, |name| self.is_our_cookie(name));
     }
 
     /// Sets the identity JWT (when `[headers.jwt]` is configured), reusing the session's token

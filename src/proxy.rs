@@ -91,6 +91,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Headers a `Connection` header cannot make hop-by-hop: the Host the dashboard is to see
+/// (`upstream.preserve_host`) and the request id samlgate logs and passes on.
+const NEVER_HOP_BY_HOP: [HeaderName; 2] = [header::HOST, HeaderName::from_static("x-request-id")];
+
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`
@@ -425,7 +429,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|name| {
             *name == header::UPGRADE
                 || HOP_BY_HOP.contains(name)
-                || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
+                || (!NEVER_HOP_BY_HOP.contains(name)
+                    && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())))
         })
         .cloned()
         .collect();

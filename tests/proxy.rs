@@ -90,6 +90,47 @@ async fn public_path_is_forwarded_with_forwarded_headers_and_without_hop_by_hop(
     );
 }
 
+/// `Connection` cannot name away the Host the dashboard is to see or the request id samlgate
+/// logs (the client's own headers it names still go).
+#[tokio::test]
+async fn connection_cannot_name_away_host_or_the_request_id() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let (status, _) = gateway::raw_get(
+        gw.addr,
+        "/static/app.js",
+        &[
+            "Connection: host, x-request-id, x-private",
+            "X-Request-Id: trace-42",
+            "X-Private: 1",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = dash.last();
+    assert_eq!(seen.headers["host"], gw.addr.to_string().as_str());
+    assert_eq!(seen.headers["x-request-id"], "trace-42");
+    assert!(seen.headers.get("x-private").is_none());
+}
+
+/// The dashboard cannot set, overwrite or delete samlgate's own cookies (the session cookie,
+/// with or without `__Host-`, and login-binding cookies): that would end sessions or plant one
+/// obtained elsewhere. Its own cookies pass.
+#[tokio::test]
+async fn the_upstream_cannot_set_samlgates_cookies() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let (resp, _) = get(&format!("{}/static/app.js?cookies=1", gw.public_url), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let set: Vec<&str> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["theme=dark; Path=/", "lang=en"]);
+}
+
 #[tokio::test]
 async fn the_upstream_urls_path_prefix_is_kept() {
     let dash = Dashboard::start().await;

@@ -222,6 +222,18 @@ impl Dashboard {
                     .insert("keep-alive", "timeout=5".parse().unwrap());
                 resp.headers_mut()
                     .insert("x-upstream", "yes".parse().unwrap());
+                // `?cookies=1`: the dashboard sets its own cookie and tries samlgate's.
+                if query == "cookies=1" {
+                    for c in [
+                        "theme=dark; Path=/",
+                        "samlgate=forged-by-upstream; Path=/; HttpOnly",
+                        "__Host-samlgate=x; Path=/; Secure",
+                        "samlgate_login_abc=y; Path=/",
+                        "lang=en",
+                    ] {
+                        resp.headers_mut().append("set-cookie", c.parse().unwrap());
+                    }
+                }
                 resp
             }
         }
