@@ -345,11 +345,19 @@ impl App {
             "proxy"
         };
         drop(path);
-        let mut answer = self.proxy.forward(req, peer, sanitized).await;
-        if let Ok(resp) = &mut answer {
-            self.strip_upstream_cookies(resp.headers_mut());
-        }
-        (route, answer.map_err(Error::from))
+        let answer = match self.proxy.forward(req, peer, sanitized).await {
+            Ok(mut resp) => {
+                self.strip_upstream_cookies(resp.headers_mut());
+                Ok(resp)
+            }
+            // The client's own body failed (a malformed chunk, a connection cut mid-body): its
+            // fault, a 400, not a dashboard outage to page anyone about.
+            Err(crate::proxy::ProxyError::Unreachable(e)) if client_body_failed(e.as_ref()) => {
+                Err(Error::BadRequest("the request body could not be read"))
+            }
+            Err(e) => Err(Error::from(e)),
+        };
+        (route, answer)
     }
 
     /// Whether a cookie name is one of samlgate's own: the session cookie (with or without the
@@ -1247,6 +1255,21 @@ fn origin_form(target: &str) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// Whether an error sending a request upstream came from the client's request body (hyper's
+/// "error from user's Body stream"), somewhere in its chain.
+fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// How long a replay-cache claim is kept: until the response can no longer be accepted

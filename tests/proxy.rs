@@ -90,6 +90,32 @@ async fn public_path_is_forwarded_with_forwarded_headers_and_without_hop_by_hop(
     );
 }
 
+/// A client whose own chunked body is malformed gets 400, and it is not counted as a dashboard
+/// failure (a 502 "cannot be reached" and an upstream-error metric were what anyone could
+/// raise at will).
+#[tokio::test]
+async fn a_malformed_client_body_is_the_clients_fault_not_the_dashboards() {
+    let dash = Dashboard::start().await;
+    let gw = gateway::start(&dash.url(), "").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /static/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let head = String::from_utf8_lossy(&out);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let (_, metrics) = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        !metrics.contains("samlgate_upstream_errors_total{kind=\"connect\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// `Connection` cannot name away the Host the dashboard is to see or the request id samlgate
 /// logs (the client's own headers it names still go).
 #[tokio::test]
