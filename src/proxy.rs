@@ -247,6 +247,13 @@ impl Proxy {
             let (parts, body) = resp.into_parts();
             return Ok(Response::from_parts(parts, stream(body)));
         }
+        // A 101 nobody asked for (or to an HTTP/2 client, where 101 does not exist) cannot be
+        // passed on: the connection it switched is the upstream's alone.
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ProxyError::Unreachable(
+                "the dashboard switched protocols without being asked".into(),
+            ));
+        }
 
         strip_hop_by_hop(resp.headers_mut());
         let (parts, body) = resp.into_parts();

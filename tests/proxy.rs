@@ -116,6 +116,33 @@ async fn a_malformed_client_body_is_the_clients_fault_not_the_dashboards() {
     );
 }
 
+/// An upstream that answers 101 to a request that asked for no upgrade gets its client a 502,
+/// not a bare 101 (which would end the client's connection, or break HTTP/2 where 101 does
+/// not exist).
+#[tokio::test]
+async fn an_unasked_101_from_the_upstream_is_a_502() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                          Upgrade: evil\r\n\r\nraw bytes of another protocol",
+                    )
+                    .await;
+            });
+        }
+    });
+    let gw = gateway::start(&format!("http://127.0.0.1:{port}"), "").await;
+    let (resp, body) = get(&format!("{}/static/x", gw.public_url), &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(!String::from_utf8_lossy(&body).contains("raw bytes"));
+}
+
 /// `Connection` cannot name away the Host the dashboard is to see or the request id samlgate
 /// logs (the client's own headers it names still go).
 #[tokio::test]
