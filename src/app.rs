@@ -259,11 +259,13 @@ impl App {
             Ok(resp) => resp,
             Err(err) => {
                 log_error(&err, rid);
-                if let Error::Upstream(e) = &err {
-                    let kind = match e {
-                        crate::proxy::ProxyError::Timeout => "timeout",
-                        crate::proxy::ProxyError::Unreachable(_) => "connect",
-                    };
+                // A client's own bad body is not the dashboard's failure: not counted.
+                let kind = match &err {
+                    Error::Upstream(crate::proxy::ProxyError::Timeout) => Some("timeout"),
+                    Error::Upstream(crate::proxy::ProxyError::Unreachable(_)) => Some("connect"),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
                     self.metrics
                         .upstream_errors
                         .get_or_create(&crate::telemetry::KindLabels { kind })
@@ -345,19 +347,11 @@ impl App {
             "proxy"
         };
         drop(path);
-        let answer = match self.proxy.forward(req, peer, sanitized).await {
-            Ok(mut resp) => {
-                self.strip_upstream_cookies(resp.headers_mut());
-                Ok(resp)
-            }
-            // The client's own body failed (a malformed chunk, a connection cut mid-body): its
-            // fault, a 400, not a dashboard outage to page anyone about.
-            Err(crate::proxy::ProxyError::Unreachable(e)) if client_body_failed(e.as_ref()) => {
-                Err(Error::BadRequest("the request body could not be read"))
-            }
-            Err(e) => Err(Error::from(e)),
-        };
-        (route, answer)
+        let mut answer = self.proxy.forward(req, peer, sanitized).await;
+        if let Ok(resp) = &mut answer {
+            self.strip_upstream_cookies(resp.headers_mut());
+        }
+        (route, answer.map_err(Error::from))
     }
 
     /// Whether a cookie name is one of samlgate's own: the session cookie (with or without the
@@ -373,25 +367,22 @@ impl App {
     /// samlgate's own cookies (ending sessions, or planting one obtained elsewhere). The usual
     /// response has no `Set-Cookie`: one lookup.
     fn strip_upstream_cookies(&self, headers: &mut HeaderMap) {
-        let name_of = |v: &HeaderValue| {
+        // The cookie's name; one that is not text cannot be ours (our names are ASCII).
+        let ours = |v: &HeaderValue| {
             let b = v.as_bytes();
             let end = b
                 .iter()
                 .position(|&c| c == b'=' || c == b';')
                 .unwrap_or(b.len());
-            String::from_utf8_lossy(&b[..end]).trim().to_string()
+            std::str::from_utf8(&b[..end]).is_ok_and(|name| self.is_our_cookie(name.trim()))
         };
-        if !headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .any(|v| self.is_our_cookie(&name_of(v)))
-        {
+        if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
             return;
         }
         let kept: Vec<HeaderValue> = headers
             .get_all(header::SET_COOKIE)
             .iter()
-            .filter(|v| !self.is_our_cookie(&name_of(v)))
+            .filter(|v| !ours(v))
             .cloned()
             .collect();
         headers.remove(header::SET_COOKIE);
@@ -1257,21 +1248,6 @@ fn origin_form(target: &str) -> Option<String> {
     }
 }
 
-/// Whether an error sending a request upstream came from the client's request body (hyper's
-/// "error from user's Body stream"), somewhere in its chain.
-fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// How long a replay-cache claim is kept: until the response can no longer be accepted
 /// anywhere (`expires_at`, which already includes the clock skew allowed towards the IdP),
 /// plus what can separate that verdict from the claim: another replica's clock running behind
@@ -1532,6 +1508,7 @@ fn log_error(err: &Error, request_id: &str) {
         | Error::LoginRefused { .. }
         | Error::LogoutRefused { .. }
         | Error::BadRequest(_)
+        | Error::Upstream(crate::proxy::ProxyError::ClientBody)
         | Error::PayloadTooLarge
         | Error::RequestTimeout => {
             tracing::warn!(request_id, error = %err, "request refused")

@@ -84,7 +84,9 @@ impl Error {
             }
             Error::Upstream(ProxyError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Error::Upstream(ProxyError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::Upstream(ProxyError::ClientBody) => {
+                StatusCode::BAD_REQUEST
+            }
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -156,6 +158,9 @@ impl Error {
                 request_id,
             ),
             Error::BadRequest(why) => pages::page(status, "Bad request", why, request_id),
+            Error::Upstream(e @ ProxyError::ClientBody) => {
+                pages::page(status, "Bad request", &e.to_string(), request_id)
+            }
             Error::PayloadTooLarge => pages::page(
                 status,
                 "Request too large",

@@ -143,28 +143,11 @@ impl IdentityHeaders {
         {
             return false;
         }
-        let eq = |target: &str| {
-            target.len() == b.len()
-                && target.bytes().zip(b).all(|(t, &c)| {
-                    t == if c == b'_' {
-                        b'-'
-                    } else {
-                        c.to_ascii_lowercase()
-                    }
-                })
-        };
-        let starts = |prefix: &str| {
-            b.len() >= prefix.len()
-                && prefix.bytes().zip(b).all(|(t, &c)| {
-                    t == if c == b'_' {
-                        b'-'
-                    } else {
-                        c.to_ascii_lowercase()
-                    }
-                })
-        };
+        let eq = |target: &str| target.len() == b.len() && folded_starts_with(name, target);
         ALWAYS_STRIPPED.iter().any(|t| eq(t))
-            || STRIPPED_PREFIXES.iter().any(|p| starts(p))
+            || STRIPPED_PREFIXES
+                .iter()
+                .any(|p| folded_starts_with(name, p))
             || self.configured.iter().any(|t| eq(t))
     }
 
@@ -278,6 +261,19 @@ pub fn encode(value: &str) -> HeaderValue {
     }
     HeaderValue::from_str(&utf8_percent_encode(value, VALUE_SET).to_string())
         .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Whether header `name` starts with `prefix` (lower-case, `-`-spelt) once folded as servers
+/// that read `_` as `-` fold it (CGI, WSGI, Rack), ignoring case.
+pub(crate) fn folded_starts_with(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && prefix.bytes().zip(name.bytes()).all(|(p, c)| {
+            p == if c == b'_' {
+                b'-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
 }
 
 /// Removes our own cookies (those whose name `ours` picks: session and login binding) from

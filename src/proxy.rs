@@ -22,12 +22,13 @@ use tokio::time::Instant;
 use crate::body::{Body, BoxError, stream};
 use crate::config::{ServerConfig, UpstreamConfig};
 
-/// What [`Proxy::sanitize`] took off a request that [`Proxy::forward`] still needs: the
-/// WebSocket upgrade it asked for. Only `sanitize` makes one, so a request cannot be forwarded
-/// without having been cleaned first.
+/// What [`Proxy::sanitize`] learnt of a request that [`Proxy::forward`] still needs: the
+/// WebSocket upgrade it asked for, and whether its peer is a trusted proxy. Only `sanitize`
+/// makes one, so a request cannot be forwarded without having been cleaned first.
 #[derive(Debug)]
 pub struct Sanitized {
     upgrade: Option<HeaderValue>,
+    trusted: bool,
 }
 
 /// Why the upstream could not answer.
@@ -39,6 +40,10 @@ pub enum ProxyError {
     /// Connect or response-head timeout.
     #[error("upstream timed out")]
     Timeout,
+    /// The client's own request body failed on the way (a malformed chunk, a connection cut
+    /// mid-body): its fault, not the dashboard's.
+    #[error("the request body could not be read")]
+    ClientBody,
 }
 
 /// Why the proxy could not be built from config.
@@ -171,8 +176,9 @@ impl Proxy {
         let upgrade = upgrade_protocol(req);
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        strip_forwarding(headers, self.is_trusted(peer.addr.ip()));
-        Sanitized { upgrade }
+        let trusted = self.is_trusted(peer.addr.ip());
+        strip_forwarding(headers, trusted);
+        Sanitized { upgrade, trusted }
     }
 
     /// Whether the upstream URL has a path that every request's is appended to.
@@ -194,7 +200,7 @@ impl Proxy {
         peer: Peer,
         sanitized: Sanitized,
     ) -> Result<Response<Body>, ProxyError> {
-        let upgrade = sanitized.upgrade;
+        let Sanitized { upgrade, trusted } = sanitized;
         let client_h2 = req.version() == Version::HTTP_2;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -206,7 +212,7 @@ impl Proxy {
         *req.uri_mut() = self.upstream_uri(req.uri());
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
-        self.set_forwarded(headers, peer, original_host.as_ref());
+        self.set_forwarded(headers, peer, trusted, original_host.as_ref());
         match (&original_host, self.preserve_host) {
             (Some(host), true) => {
                 headers.insert(header::HOST, host.clone());
@@ -225,6 +231,7 @@ impl Proxy {
             match tokio::time::timeout(self.request_timeout, self.send(req, idle)).await {
                 Err(_) => return Err(ProxyError::Timeout),
                 Ok(Err(e)) if is_timeout(e.as_ref()) => return Err(ProxyError::Timeout),
+                Ok(Err(e)) if is_client_body(e.as_ref()) => return Err(ProxyError::ClientBody),
                 Ok(Err(e)) => return Err(ProxyError::Unreachable(e)),
                 Ok(Ok(pair)) => pair,
             };
@@ -327,9 +334,14 @@ impl Proxy {
 
     /// Sets `X-Forwarded-For/-Proto/-Host`: appended to when the peer is a trusted proxy,
     /// replaced otherwise (a client cannot plant its own chain).
-    pub fn set_forwarded(&self, headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
+    fn set_forwarded(
+        &self,
+        headers: &mut HeaderMap,
+        peer: Peer,
+        trusted: bool,
+        host: Option<&HeaderValue>,
+    ) {
         let ip = ip_text(canonical_ip(peer.addr.ip()));
-        let trusted = self.is_trusted(peer.addr.ip());
         let prior: Vec<&str> = if trusted {
             headers
                 .get_all(&X_FORWARDED_FOR)
@@ -448,19 +460,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the forwarding headers of [`Proxy::sanitize`]'s list (names are lower-case).
 fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
-    const PREFIX: &[u8] = b"x-forwarded-";
+    const PREFIX: &str = "x-forwarded-";
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            let n = name.as_str().as_bytes();
-            let forwarded_prefix = n.len() > PREFIX.len()
-                && n.iter()
-                    .zip(PREFIX)
-                    .all(|(&c, &p)| c == p || (c == b'_' && p == b'-'));
-            if forwarded_prefix {
-                !trusted || n.contains(&b'_')
+            let n = name.as_str();
+            if n.len() > PREFIX.len() && crate::headers::folded_starts_with(n, PREFIX) {
+                !trusted || n.contains('_')
             } else {
-                !trusted && (n == b"forwarded" || n == b"x-real-ip")
+                !trusted && (n == "forwarded" || n == "x-real-ip")
             }
         })
         .cloned()
@@ -470,21 +478,32 @@ fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
     }
 }
 
+/// Whether `err` or any error in its source chain is one `pred` picks.
+fn chain_has(
+    err: &(dyn std::error::Error + 'static),
+    pred: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(pred)
+}
+
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        let text = e.to_string();
-        if text.contains("timed out") || text.contains("timeout") {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    chain_has(err, |e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || {
+                let text = e.to_string();
+                text.contains("timed out") || text.contains("timeout")
+            }
+    })
+}
+
+/// hyper's "error from user's Body stream": the request body we were sending (the client's)
+/// failed.
+fn is_client_body(err: &(dyn std::error::Error + 'static)) -> bool {
+    chain_has(err, |e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+    })
 }
 
 /// Most idle connections a worker keeps.

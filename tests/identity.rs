@@ -62,19 +62,6 @@ async fn signed_in(sso: &Sso, email: &str, name: (&str, &str), groups: &[&str]) 
     b
 }
 
-/// Writes `request` as it is and returns the response's status code.
-async fn raw_status(mut sock: tokio::net::TcpStream, request: &[u8]) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    sock.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    sock.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 fn cookie_line(b: &Browser) -> String {
     format!("Cookie: {}", b.cookie_header())
 }
@@ -751,13 +738,12 @@ async fn forward_auth_from_a_trusted_proxy_answers_202_401_403() {
     // Nor is one with raw bytes over 0x7f (nginx passes a request line's on in $request_uri),
     // in either header: read as absent, `/admin/...` would be judged as `/`.
     for header in ["X-Original-URI", "X-Forwarded-Uri"] {
-        let sock = tokio::net::TcpStream::connect(sso.gw.addr).await.unwrap();
         let head = format!(
             "GET /saml/auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {cookie}\r\n{header}: /admin/users?x="
         );
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(b"\xff\r\n\r\n");
-        let status = raw_status(sock, &bytes).await;
+        let (status, _) = gateway::raw_request(sso.gw.addr, &bytes).await;
         assert_eq!(status, 400, "{header}");
     }
     assert!(sso.dash.seen().is_empty(), "forward-auth never proxies");

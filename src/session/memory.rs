@@ -151,7 +151,7 @@ impl MemoryStore {
 
     /// The same, with pending sign-ins and sign-outs held to `pending_bytes` (their keys,
     /// values and bookkeeping) rather than [`MAX_PENDING_BYTES`].
-    pub fn with_pending_bytes(
+    fn with_pending_bytes(
         max_entries: u64,
         pending_bytes: u64,
         metrics: &SessionMetrics,

@@ -148,17 +148,29 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 /// A raw HTTP/1.1 GET with header lines exactly as written (case, `_`, duplicates survive on
 /// the wire, which a typed client would normalise away). Returns (status, whole response).
 pub async fn raw_get(addr: SocketAddr, path: &str, lines: &[&str]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for l in lines {
         req.push_str(l);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+    raw_request(addr, req.as_bytes()).await
+}
+
+/// Writes `request` to `addr` byte for byte (the request should ask for `Connection: close`),
+/// reads until the server closes, and returns the status and everything read.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server did not close within 10 s")
+        .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
-    (text[9..12].parse().unwrap(), text)
+    (
+        text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+        text,
+    )
 }
