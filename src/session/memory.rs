@@ -151,11 +151,7 @@ impl MemoryStore {
 
     /// The same, with pending sign-ins and sign-outs held to `pending_bytes` (their keys,
     /// values and bookkeeping) rather than [`MAX_PENDING_BYTES`].
-    fn with_pending_bytes(
-        max_entries: u64,
-        pending_bytes: u64,
-        metrics: &SessionMetrics,
-    ) -> Self {
+    fn with_pending_bytes(max_entries: u64, pending_bytes: u64, metrics: &SessionMetrics) -> Self {
         let session_index: SessionIndex = Arc::default();
         let listener_index = session_index.clone();
         let evicted = metrics.evicted.clone();
